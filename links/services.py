@@ -1,0 +1,117 @@
+"""Writes: creating links and changing them."""
+
+import secrets
+import string
+from datetime import datetime
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+
+from links.models import Link
+
+SLUG_ALPHABET = string.ascii_letters + string.digits
+
+# Paths the site serves itself, or may one day; compared case-insensitively so
+# that "Admin" cannot shadow "admin" for a human reading a link.
+RESERVED_SLUGS = frozenset(
+    {
+        "admin",
+        "api",
+        "docs",
+        "health",
+        "healthz",
+        "login",
+        "logout",
+        "media",
+        "metrics",
+        "qr",
+        "robots.txt",
+        "favicon.ico",
+        "static",
+        "status",
+    }
+)
+
+# A fresh random slug collides with an existing one with probability
+# links / 62**7; a handful of retries makes failure practically impossible.
+MAX_SLUG_ATTEMPTS = 10
+
+
+class SlugTaken(Exception):
+    """The custom slug already points at another URL."""
+
+
+def is_reserved_slug(slug: str) -> bool:
+    return slug.lower() in RESERVED_SLUGS
+
+
+def generate_slug(*, length: int | None = None) -> str:
+    length = length or settings.SLUG_LENGTH
+    while True:
+        slug = "".join(secrets.choice(SLUG_ALPHABET) for _ in range(length))
+        if not is_reserved_slug(slug):
+            return slug
+
+
+def shorten_url(
+    *,
+    url: str,
+    slug: str | None = None,
+    expires_at: datetime | None = None,
+    max_clicks: int | None = None,
+) -> tuple[Link, bool]:
+    """Return the link for `url` and whether it was created now.
+
+    Without a custom slug or limits, a URL has one canonical link, returned
+    again on every later call. A custom slug names its own link (SlugTaken
+    when it already names another URL); limits always make a new link, since
+    sharing one would let one client's limits cut off another's.
+    """
+    if slug is not None:
+        return _create_custom_link(url=url, slug=slug, expires_at=expires_at, max_clicks=max_clicks)
+    if expires_at is None and max_clicks is None:
+        existing = Link.objects.filter(original_url=url, is_canonical=True).first()
+        if existing is not None:
+            return existing, False
+    return _create_generated_link(url=url, expires_at=expires_at, max_clicks=max_clicks)
+
+
+def _create_generated_link(
+    *, url: str, expires_at: datetime | None, max_clicks: int | None
+) -> tuple[Link, bool]:
+    canonical = expires_at is None and max_clicks is None
+    for _ in range(MAX_SLUG_ATTEMPTS):
+        try:
+            with transaction.atomic():
+                link = Link.objects.create(
+                    slug=generate_slug(),
+                    original_url=url,
+                    is_canonical=canonical,
+                    expires_at=expires_at,
+                    max_clicks=max_clicks,
+                )
+            return link, True
+        except IntegrityError:
+            # Either a concurrent request created this URL's canonical link
+            # first (return theirs), or the random slug collided (try again).
+            if canonical:
+                winner = Link.objects.filter(original_url=url, is_canonical=True).first()
+                if winner is not None:
+                    return winner, False
+    raise RuntimeError(f"could not find a free slug in {MAX_SLUG_ATTEMPTS} attempts")
+
+
+def _create_custom_link(
+    *, url: str, slug: str, expires_at: datetime | None, max_clicks: int | None
+) -> tuple[Link, bool]:
+    try:
+        with transaction.atomic():
+            link = Link.objects.create(
+                slug=slug, original_url=url, expires_at=expires_at, max_clicks=max_clicks
+            )
+        return link, True
+    except IntegrityError:
+        existing = Link.objects.filter(slug=slug).first()
+        if existing is not None and existing.original_url == url:
+            return existing, False
+        raise SlugTaken(slug) from None

@@ -1,0 +1,106 @@
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from django.core.management import call_command
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session", autouse=True)
+def collected_static(django_db_blocker) -> None:
+    """The manifest storage needs collectstatic, as in production."""
+    with django_db_blocker.unblock():
+        call_command("collectstatic", "--noinput", verbosity=0)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until_up(url: str, *, timeout: float = 30, process: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode} before answering {url}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"{url} did not answer 200 within {timeout}s")
+
+
+@dataclass
+class LiveSite:
+    base_url: str
+    data_dir: Path
+    env: dict
+
+    def manage(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=PROJECT_DIR,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+
+
+def site_env(data_dir: Path, **extra: str) -> dict:
+    env = dict(os.environ)
+    env.update(
+        DJANGO_DEBUG="0",
+        DJANGO_SECRET_KEY="live-test-secret",
+        DJANGO_ALLOWED_HOSTS="127.0.0.1,localhost",
+        SHORTENER_DATA_DIR=str(data_dir),
+        SQLITE_PATH=str(data_dir / "shortener.sqlite3"),
+    )
+    env.update(extra)
+    return env
+
+
+@pytest.fixture(scope="module")
+def live_site(tmp_path_factory) -> Iterator[LiveSite]:
+    """The site served by uvicorn with two workers on a fresh SQLite file:
+    separate processes, real sockets, nothing shared with the test process."""
+    data_dir = tmp_path_factory.mktemp("live-data")
+    env = site_env(data_dir)
+    site = LiveSite(base_url="", data_dir=data_dir, env=env)
+    site.manage("migrate", "--noinput", "-v0")
+    port = free_port()
+    site.base_url = f"http://127.0.0.1:{port}"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "shortener_site.asgi:application",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "2",
+            "--no-access-log",
+        ],
+        cwd=PROJECT_DIR,
+        env=env,
+    )
+    try:
+        wait_until_up(site.base_url + "/", process=process)
+        yield site
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

@@ -1,0 +1,14 @@
+"""Environment for the test run, set before Django reads its settings.
+
+Tests run the site as production does (DEBUG off), with a throwaway secret
+and their own data folder, so they never touch a developer's database.
+"""
+
+import os
+import tempfile
+
+os.environ.setdefault("DJANGO_DEBUG", "0")
+os.environ.setdefault("DJANGO_SECRET_KEY", "test-only-secret-key-not-used-anywhere-else")
+os.environ.setdefault("DJANGO_ALLOWED_HOSTS", "testserver,127.0.0.1,localhost")
+os.environ.setdefault("SHORTENER_DATA_DIR", tempfile.mkdtemp(prefix="shortener-tests-"))
+os.environ.setdefault("DJANGO_STATIC_ROOT", tempfile.mkdtemp(prefix="shortener-static-"))

@@ -1,0 +1,62 @@
+import subprocess
+import sys
+
+from tests.conftest import PROJECT_DIR, site_env
+
+
+def run_manage(*args, env):
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=PROJECT_DIR, env=env, capture_output=True, text=True
+    )
+
+
+def test_production_without_a_secret_key_fails_fast_with_a_clear_message(tmp_path):
+    env = site_env(tmp_path)
+    env.pop("DJANGO_SECRET_KEY")
+    result = run_manage("check", env=env)
+    assert result.returncode != 0
+    assert "DJANGO_SECRET_KEY is not set" in result.stderr
+
+
+def test_debug_mode_runs_without_a_secret_key(tmp_path):
+    env = site_env(tmp_path, DJANGO_DEBUG="1")
+    env.pop("DJANGO_SECRET_KEY")
+    assert run_manage("check", env=env).returncode == 0
+
+
+def test_manage_check_is_clean(tmp_path):
+    result = run_manage("check", "--fail-level", "WARNING", env=site_env(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "no issues" in result.stdout
+
+
+def test_migrations_are_up_to_date(tmp_path):
+    result = run_manage("makemigrations", "--check", "--dry-run", env=site_env(tmp_path))
+    assert result.returncode == 0, result.stdout
+
+
+def test_collectstatic_needs_no_database(tmp_path):
+    env = site_env(
+        tmp_path,
+        DJANGO_STATIC_ROOT=str(tmp_path / "static"),
+        SQLITE_PATH="/nonexistent-dir/never/created.sqlite3",
+    )
+    env["SHORTENER_DATA_DIR"] = str(tmp_path / "data")
+    result = run_manage("collectstatic", "--noinput", env=env)
+    # The settings may create the folder only where they can; the database is never opened.
+    assert result.returncode == 0, result.stderr
+    assert list((tmp_path / "static").glob("admin/css/base.*.css"))
+
+
+def test_ruff_lint_and_format_are_clean():
+    lint = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", "."], cwd=PROJECT_DIR, capture_output=True, text=True
+    )
+    assert lint.returncode == 0, lint.stdout
+    fmt = subprocess.run(
+        [sys.executable, "-m", "ruff", "format", "--check", "."],
+        cwd=PROJECT_DIR,
+        capture_output=True,
+        text=True,
+    )
+    assert fmt.returncode == 0, fmt.stdout
