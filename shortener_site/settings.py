@@ -3,6 +3,7 @@
 Every variable is listed, with its default, in `.env.example` and the README.
 """
 
+import warnings
 from pathlib import Path
 
 import environ
@@ -26,7 +27,10 @@ if not SECRET_KEY:
         )
     SECRET_KEY = "insecure-development-key-do-not-use-in-production"  # noqa: S105 - DEBUG only
 
-ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"] if DEBUG else [])
+# Loopback names are always allowed: container health checks call the app
+# from inside, and a client that calls localhost really is local.
+LOOPBACK_HOSTS = ["127.0.0.1", "localhost", "[::1]"]
+ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=[]) + LOOPBACK_HOSTS
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 
 # The address short links are built on, e.g. "https://sho.rt". Empty: taken
@@ -128,10 +132,9 @@ STATIC_ROOT = Path(env.str("DJANGO_STATIC_ROOT", default=str(BASE_DIR / "staticf
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
-        # Compressed, content-hashed names: cached forever by browsers.
-        "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
-        if not DEBUG
-        else "django.contrib.staticfiles.storage.StaticFilesStorage",
+        # Compressed, content-hashed names: cached forever by browsers. In
+        # DEBUG the plain names are served from the apps' folders instead.
+        "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage",
     },
 }
 
@@ -157,3 +160,7 @@ if not DEBUG:
     SESSION_COOKIE_SECURE = env.bool("DJANGO_SECURE_COOKIES", default=False)
     CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
     SECURE_CONTENT_TYPE_NOSNIFF = True
+
+# whitenoise serves the admin's files with synchronous iterators, which Django's
+# ASGI handler consumes in a thread: correct, and harmless for a few small files.
+warnings.filterwarnings("ignore", message="StreamingHttpResponse must consume synchronous iterators")

@@ -1,0 +1,44 @@
+# The shortener app: Django on uvicorn (ASGI), static files by whitenoise.
+FROM python:3.12-slim-bookworm
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    SQLITE_PATH=/data/shortener.sqlite3 \
+    DJANGO_STATIC_ROOT=/app/staticfiles
+
+# A fixed uid/gid, the same in the migration image, owns the database volume.
+RUN groupadd --system --gid 10001 app \
+ && useradd --system --uid 10001 --gid app --home-dir /app --no-create-home --shell /usr/sbin/nologin app \
+ && install -d -o app -g app /data
+
+WORKDIR /app
+
+# Dependencies first: this layer is rebuilt only when requirements change.
+COPY requirements.txt .
+RUN pip install -r requirements.txt
+
+COPY manage.py ./
+COPY shortener_site ./shortener_site
+COPY links ./links
+COPY docker/app-entrypoint.sh docker/healthcheck.py ./docker/
+
+# Static files are collected at build time; DEBUG here only spares the build
+# a secret key (no database is touched, nothing secret is baked in).
+RUN DJANGO_DEBUG=1 python manage.py collectstatic --noinput --verbosity 0
+
+USER app
+VOLUME ["/data"]
+EXPOSE 8000
+
+HEALTHCHECK --interval=5s --timeout=3s --start-period=30s --retries=3 \
+    CMD ["python", "/app/docker/healthcheck.py"]
+
+# Workers: $WEB_CONCURRENCY (default 1, right for a 1 vCPU t2.micro).
+# X-Forwarded-* are believed only from $FORWARDED_ALLOW_IPS (the proxy).
+ENV WEB_CONCURRENCY=1 \
+    FORWARDED_ALLOW_IPS=127.0.0.1
+ENTRYPOINT ["/app/docker/app-entrypoint.sh"]
+CMD ["uvicorn", "shortener_site.asgi:application", "--host", "0.0.0.0", "--port", "8000", \
+     "--proxy-headers", "--no-server-header", "--timeout-graceful-shutdown", "10"]

@@ -1,0 +1,104 @@
+"""The production stack (docker-compose.prod.yml) brought up from a copy of the project."""
+
+import json
+import secrets
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import PROJECT_DIR, free_port
+
+COMPOSE_FILE = "docker-compose.prod.yml"
+COPY_IGNORE = shutil.ignore_patterns(
+    ".git", ".venv", "data", "staticfiles", "__pycache__", ".env", ".pytest_cache", ".ruff_cache", "results"
+)
+
+
+def engine_problem() -> str | None:
+    """Why no stack test can run here, or None when a Docker engine answers."""
+    if shutil.which("docker") is None:
+        return "no docker CLI on PATH"
+    if subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
+        return "no Docker engine answers (start Docker, or run .ci/run, which sets up the sandbox engine)"
+    if subprocess.run(["docker", "compose", "version"], capture_output=True).returncode != 0:
+        return "no 'docker compose' plugin"
+    return None
+
+
+def require_engine() -> None:
+    problem = engine_problem()
+    if problem:
+        pytest.skip(f"container stack tests need Docker: {problem}")
+
+
+@dataclass
+class Stack:
+    """One compose project in its own folder, on its own loopback port and subnet."""
+
+    directory: Path
+    project: str
+    subnet_octet: int
+    secret_key: str = field(default_factory=lambda: secrets.token_urlsafe(40))
+    http_port: int = field(default_factory=free_port)
+
+    @classmethod
+    def copy_of_project(cls, tmp_path: Path, *, name: str, subnet_octet: int) -> "Stack":
+        directory = tmp_path / name
+        shutil.copytree(PROJECT_DIR, directory, ignore=COPY_IGNORE)
+        stack = cls(directory=directory, project=f"shortener-test-{name}", subnet_octet=subnet_octet)
+        stack.write_env()
+        return stack
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def write_env(self, **extra: str) -> None:
+        values = {"DJANGO_SECRET_KEY": self.secret_key, "DJANGO_ALLOWED_HOSTS": "*", **extra}
+        (self.directory / ".env").write_text("".join(f"{k}={v}\n" for k, v in values.items()))
+
+    def environment(self) -> dict:
+        import os
+
+        net = f"172.31.{self.subnet_octet}"
+        return {
+            **os.environ,
+            "HTTP_PORT": str(self.http_port),
+            "HTTP_BIND": "127.0.0.1",
+            "BACKEND_SUBNET": f"{net}.0/24",
+            "APP_IPV4": f"{net}.10",
+            "PROXY_IPV4": f"{net}.20",
+        }
+
+    def compose(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
+        result = subprocess.run(
+            ["docker", "compose", "-f", COMPOSE_FILE, "-p", self.project, *args],
+            cwd=self.directory,
+            env=self.environment(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"docker compose {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+        return result
+
+    def up(self, *services: str, check: bool = True) -> subprocess.CompletedProcess:
+        return self.compose("up", "-d", "--build", "--wait", *services, check=check)
+
+    def down(self, *, volumes: bool = False) -> None:
+        self.compose("down", "--remove-orphans", *(["-v"] if volumes else []), check=False)
+
+    def container(self, service: str) -> dict:
+        """`docker inspect` of the service's container (running or exited)."""
+        ids = self.compose("ps", "-a", "-q", service).stdout.split()
+        assert len(ids) == 1, f"expected one {service} container, found {ids}"
+        return json.loads(
+            subprocess.run(["docker", "inspect", ids[0]], capture_output=True, text=True, check=True).stdout
+        )[0]
+
+    def logs(self, service: str) -> str:
+        return self.compose("logs", "--no-color", service).stdout
