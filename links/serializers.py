@@ -3,10 +3,11 @@ from urllib.parse import urlsplit, urlunsplit
 from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.validators import RegexValidator, URLValidator
+from django.utils import timezone
 from django.utils.encoding import iri_to_uri, punycode
 from rest_framework import serializers
 
-from links.models import Link
+from links.models import DailyClicks, Link
 from links.selectors import build_short_url
 from links.services import is_reserved_slug
 
@@ -56,7 +57,16 @@ def points_at_this_site(url: str, *, request) -> bool:
     return False
 
 
-class DestinationURLField(serializers.CharField):
+class StrictCharField(serializers.CharField):
+    """A string, and only a string: numbers are not quietly turned into text."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class DestinationURLField(StrictCharField):
     """An absolute http(s) URL, returned in its ASCII form."""
 
     default_error_messages = {"invalid": INVALID_URL}
@@ -68,8 +78,6 @@ class DestinationURLField(serializers.CharField):
         super().__init__(**kwargs)
 
     def to_internal_value(self, data):
-        if not isinstance(data, str):
-            self.fail("invalid")
         value = super().to_internal_value(data)
         try:
             http_url_validator(value)
@@ -84,7 +92,7 @@ class DestinationURLField(serializers.CharField):
 
 class CreateLinkSerializer(serializers.Serializer):
     url = DestinationURLField(error_messages={"required": INVALID_URL, "null": INVALID_URL})
-    slug = serializers.CharField(required=False, validators=[custom_slug_validator])
+    slug = StrictCharField(required=False, validators=[custom_slug_validator])
     expires_at = serializers.DateTimeField(required=False)
     max_clicks = serializers.IntegerField(required=False, min_value=1)
 
@@ -93,21 +101,84 @@ class CreateLinkSerializer(serializers.Serializer):
             raise serializers.ValidationError(INVALID_URL)
         return value
 
+    def validate_expires_at(self, value):
+        if value <= timezone.now():
+            raise serializers.ValidationError("must be in the future")
+        return value
+
     def validate_slug(self, value: str) -> str:
         if is_reserved_slug(value):
             raise serializers.ValidationError(f"'{value}' is reserved.")
         return value
 
 
+class ShortURLField(serializers.CharField):
+    """The public short URL of the link's slug."""
+
+    def __init__(self, **kwargs):
+        super().__init__(source="slug", read_only=True, **kwargs)
+
+    def to_representation(self, slug: str) -> str:
+        return build_short_url(slug=slug, request=self.context["request"])
+
+
 class LinkSerializer(serializers.ModelSerializer):
     """The contract's response body for a created or found link."""
 
     short_slug = serializers.CharField(source="slug")
-    short_url = serializers.SerializerMethodField()
+    short_url = ShortURLField()
 
     class Meta:
         model = Link
         fields = ["original_url", "short_slug", "short_url"]
 
-    def get_short_url(self, link: Link) -> str:
-        return build_short_url(slug=link.slug, request=self.context["request"])
+
+class ErrorSerializer(serializers.Serializer):
+    """Every error body: {"error": "<message>"}."""
+
+    error = serializers.CharField()
+
+
+class DailyClicksSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = DailyClicks
+        fields = ["day", "count"]
+
+
+class LinkSummarySerializer(serializers.ModelSerializer):
+    short_url = ShortURLField()
+    status = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Link
+        fields = [
+            "slug",
+            "original_url",
+            "short_url",
+            "created_at",
+            "is_active",
+            "status",
+            "expires_at",
+            "max_clicks",
+            "clicks",
+            "last_clicked_at",
+        ]
+        read_only_fields = ["slug", "original_url", "created_at", "clicks", "last_clicked_at"]
+
+    def get_status(self, link: Link) -> str:
+        """active, disabled, expired, or exhausted (click limit reached)."""
+        if not link.is_active:
+            return "disabled"
+        if link.is_expired:
+            return "expired"
+        if link.is_exhausted:
+            return "exhausted"
+        return "active"
+
+
+class LinkDetailSerializer(LinkSummarySerializer):
+    daily_clicks = DailyClicksSerializer(many=True, read_only=True)
+    max_clicks = serializers.IntegerField(required=False, allow_null=True, min_value=1)
+
+    class Meta(LinkSummarySerializer.Meta):
+        fields = [*LinkSummarySerializer.Meta.fields, "daily_clicks"]

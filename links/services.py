@@ -1,13 +1,18 @@
 """Writes: creating links and changing them."""
 
+import hashlib
 import secrets
 import string
 from datetime import datetime
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
 
-from links.models import Link
+from links.models import APIKey, Link
+
+API_KEY_PREFIX = "shk_"
 
 SLUG_ALPHABET = string.ascii_letters + string.digits
 
@@ -115,3 +120,50 @@ def _create_custom_link(
         if existing is not None and existing.original_url == url:
             return existing, False
         raise SlugTaken(slug) from None
+
+
+def take_limited_click(*, link_id: int) -> bool:
+    """Count one click of a link with `max_clicks`, in the database, if one is
+    left. The conditional UPDATE is atomic, so the limit holds exactly however
+    many requests and worker processes race for the last click."""
+    taken = Link.objects.filter(pk=link_id, max_clicks__isnull=False, clicks__lt=F("max_clicks")).update(
+        clicks=F("clicks") + 1, last_clicked_at=timezone.now()
+    )
+    return taken == 1
+
+
+def issue_api_key(*, name: str) -> tuple[APIKey, str]:
+    """Create an API key; returns it with the plain key, which is not stored
+    and cannot be shown again."""
+    plain = API_KEY_PREFIX + secrets.token_urlsafe(32)
+    key = APIKey.objects.create(
+        name=name, prefix=plain[: len(API_KEY_PREFIX) + 6], key_hash=hash_api_key(plain)
+    )
+    return key, plain
+
+
+def revoke_api_key(*, key: APIKey) -> None:
+    if key.revoked_at is None:
+        key.revoked_at = timezone.now()
+        key.save(update_fields=["revoked_at"])
+
+
+def hash_api_key(plain: str) -> str:
+    # Keys are 256 random bits: a fast hash is enough (no dictionary to attack).
+    return hashlib.sha256(plain.encode()).hexdigest()
+
+
+def update_link(*, link: Link, **changes) -> Link:
+    """Change what may change of a link: is_active, expires_at, max_clicks."""
+    allowed = {"is_active", "expires_at", "max_clicks"}
+    unknown = set(changes) - allowed
+    if unknown:
+        raise ValueError(f"cannot change {sorted(unknown)}")
+    for name, value in changes.items():
+        setattr(link, name, value)
+    link.save(update_fields=list(changes))
+    return link
+
+
+def delete_link(*, link: Link) -> None:
+    link.delete()

@@ -6,4 +6,9 @@ from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "shortener_site.settings")
 
-application = get_asgi_application()
+django_application = get_asgi_application()
+
+# Imported once Django is set up: the app's modules use the ORM.
+from links.asgi import ShortenerApplication  # noqa: E402
+
+application = ShortenerApplication(django_application)

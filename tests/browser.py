@@ -18,7 +18,7 @@ CHROMIUM_ARGS = [
 
 
 @contextmanager
-def chromium_page() -> Iterator:
+def chromium_page(*, user_agent: str | None = None) -> Iterator:
     if not shutil.which("chromium"):
         pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
     from playwright.sync_api import sync_playwright
@@ -26,6 +26,6 @@ def chromium_page() -> Iterator:
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         try:
-            yield browser.new_page()
+            yield browser.new_page(user_agent=user_agent)
         finally:
             browser.close()

@@ -4,6 +4,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,12 +72,13 @@ def site_env(data_dir: Path, **extra: str) -> dict:
     return env
 
 
-@pytest.fixture(scope="module")
-def live_site(tmp_path_factory) -> Iterator[LiveSite]:
-    """The site served by uvicorn with two workers on a fresh SQLite file:
-    separate processes, real sockets, nothing shared with the test process."""
-    data_dir = tmp_path_factory.mktemp("live-data")
-    env = site_env(data_dir)
+@contextmanager
+def running_site(
+    data_dir: Path, *, workers: int = 2, **extra_env: str
+) -> Iterator[tuple[LiveSite, subprocess.Popen]]:
+    """The site served by uvicorn on a fresh SQLite file: separate worker
+    processes, real sockets, nothing shared with the test process."""
+    env = site_env(data_dir, **extra_env)
     site = LiveSite(base_url="", data_dir=data_dir, env=env)
     site.manage("migrate", "--noinput", "-v0")
     port = free_port()
@@ -92,7 +94,7 @@ def live_site(tmp_path_factory) -> Iterator[LiveSite]:
             "--port",
             str(port),
             "--workers",
-            "2",
+            str(workers),
             "--no-access-log",
         ],
         cwd=PROJECT_DIR,
@@ -100,7 +102,14 @@ def live_site(tmp_path_factory) -> Iterator[LiveSite]:
     )
     try:
         wait_until_up(site.base_url + "/", process=process)
-        yield site
+        yield site, process
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        if process.poll() is None:
+            process.terminate()
+            process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def live_site(tmp_path_factory) -> Iterator[LiveSite]:
+    with running_site(tmp_path_factory.mktemp("live-data")) as (site, _process):
+        yield site

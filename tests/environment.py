@@ -12,3 +12,5 @@ os.environ.setdefault("DJANGO_SECRET_KEY", "test-only-secret-key-not-used-anywhe
 os.environ.setdefault("DJANGO_ALLOWED_HOSTS", "testserver,127.0.0.1,localhost")
 os.environ.setdefault("SHORTENER_DATA_DIR", tempfile.mkdtemp(prefix="shortener-tests-"))
 os.environ.setdefault("DJANGO_STATIC_ROOT", tempfile.mkdtemp(prefix="shortener-static-"))
+# Tests create many links from one address; the throttle has tests of its own.
+os.environ.setdefault("SHORTENER_ANON_CREATE_RATE", "100000/min")

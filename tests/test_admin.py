@@ -56,3 +56,47 @@ def test_superuser_can_be_created_from_environment(monkeypatch):
     monkeypatch.setenv("DJANGO_SUPERUSER_EMAIL", "envadmin@example.com")
     call_command("createsuperuser", "--noinput", verbosity=0)
     assert get_user_model().objects.get(username="envadmin").check_password("a long env password")
+
+
+def test_changelist_shows_clicks_status_filters_and_tools(staff_client):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    Link.objects.create(slug="active1", original_url="https://example.com/a", clicks=42)
+    Link.objects.create(
+        slug="expired1", original_url="https://example.com/e", expires_at=timezone.now() - timedelta(days=1)
+    )
+    Link.objects.create(slug="disabled1", original_url="https://example.com/d", is_active=False)
+    page = staff_client.get("/admin/links/link/").content.decode()
+    assert "42" in page
+    assert 'href="/active1+"' in page and 'href="/active1/qr.svg"' in page
+    for status, expected in (("active", "active1"), ("expired", "expired1"), ("disabled", "disabled1")):
+        filtered = staff_client.get("/admin/links/link/", {"status": status}).content.decode()
+        others = {"active1", "expired1", "disabled1"} - {expected}
+        assert f">{expected}<" in filtered
+        assert not any(f">{other}<" in filtered for other in others), status
+
+
+def test_disable_and_enable_actions(staff_client):
+    link = Link.objects.create(slug="toggle1", original_url="https://example.com/t")
+    staff_client.post("/admin/links/link/", {"action": "disable_links", "_selected_action": [link.pk]})
+    link.refresh_from_db()
+    assert link.is_active is False
+    staff_client.post("/admin/links/link/", {"action": "enable_links", "_selected_action": [link.pk]})
+    link.refresh_from_db()
+    assert link.is_active is True
+
+
+def test_api_keys_are_created_and_revoked_in_the_admin(staff_client):
+    from links.models import APIKey
+
+    response = staff_client.post("/admin/links/apikey/add/", {"name": "from admin"}, follow=True)
+    assert response.status_code == 200
+    key = APIKey.objects.get(name="from admin")
+    message = next(str(m) for m in response.context["messages"])
+    plain = message.split(": ", 1)[1].split(" ")[0]
+    assert plain.startswith(key.prefix)
+    assert staff_client.get("/api/links/", HTTP_AUTHORIZATION=f"Bearer {plain}").status_code == 200
+    staff_client.post("/admin/links/apikey/", {"action": "revoke_keys", "_selected_action": [key.pk]})
+    assert staff_client.get("/api/links/", HTTP_AUTHORIZATION=f"Bearer {plain}").status_code == 401

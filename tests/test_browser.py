@@ -1,6 +1,8 @@
 """What a person sees: a short link opened in a real browser, and the admin."""
 
+import sqlite3
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
@@ -63,3 +65,60 @@ def test_an_unknown_short_link_shows_the_json_error(live_site):
         response = page.goto(live_site.base_url + "/NoSuchX")
         assert response.status == 404
         assert '"URL not found"' in page.content()
+
+
+BROWSER_UA = (
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36"
+)
+
+
+def test_preview_page_continues_to_the_target_and_counts_the_click(live_site, landing_server):
+    target = f"{landing_server}/after-preview"
+    slug = httpx.post(live_site.base_url + "/", json={"url": target}).json()["short_slug"]
+    with chromium_page(user_agent=BROWSER_UA) as page:
+        page.goto(f"{live_site.base_url}/{slug}+")
+        assert page.inner_text("#destination") == target
+        qr_loaded = page.eval_on_selector("img", "img => img.complete && img.naturalWidth > 0")
+        assert qr_loaded
+        page.screenshot(path=str(live_site.data_dir / "preview.png"))
+        page.click("#continue")
+        page.wait_for_url(target)
+    key = live_site.manage("issue_api_key", "--name", "browser").stdout.split()[-1]
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        detail = httpx.get(
+            f"{live_site.base_url}/api/links/{slug}/", headers={"Authorization": f"Bearer {key}"}
+        )
+        if detail.json()["clicks"] == 1:
+            break
+        time.sleep(0.2)
+    assert detail.json()["clicks"] == 1
+
+
+def test_preview_of_a_hostile_stored_url_runs_no_script(live_site):
+    hostile = "https://example.com/?q=\"><script>alert('x')</script><img src=x onerror=alert(2)>"
+    with sqlite3.connect(live_site.data_dir / "shortener.sqlite3") as db:
+        db.execute(
+            "INSERT INTO links_link (slug, original_url, is_canonical, created_at, is_active, clicks) "
+            "VALUES ('hostile1', ?, 0, '2026-01-01 00:00:00', 1, 0)",
+            (hostile,),
+        )
+    dialogs = []
+    with chromium_page() as page:
+        page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+        page.goto(f"{live_site.base_url}/hostile1+")
+        page.wait_for_timeout(300)
+        assert page.inner_text("#destination") == hostile
+        assert page.query_selector("#destination script") is None
+    assert dialogs == []
+
+
+def test_swagger_ui_renders_offline(live_site):
+    with chromium_page() as page:
+        failed = []
+        page.on("requestfailed", lambda request: failed.append(request.url))
+        page.goto(f"{live_site.base_url}/api/docs/")
+        page.wait_for_selector(".swagger-ui .title", timeout=15000)
+        assert "shortener API" in page.inner_text(".swagger-ui .title")
+        assert page.query_selector("text=/api/links/") is not None
+    assert failed == []

@@ -1,10 +1,14 @@
 """The site as uvicorn serves it: real sockets, worker processes, a real SQLite file."""
 
+import signal
 import sqlite3
+import time
 from concurrent.futures import ThreadPoolExecutor
 from threading import Barrier
 
 import httpx
+
+from tests.conftest import running_site
 
 
 def test_sixteen_simultaneous_creations_of_one_url_make_one_link(live_site):
@@ -70,3 +74,70 @@ def test_forwarded_proto_is_ignored_from_an_untrusted_peer(live_site):
         headers={"X-Forwarded-Host": "evil.example"},
     )
     assert "evil.example" not in response.json()["short_url"]
+
+
+BROWSER = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36"
+
+
+def stored_clicks(data_dir, slug) -> tuple[int, int]:
+    """(links_link.clicks, sum of daily counts) as the database has them."""
+    with sqlite3.connect(data_dir / "shortener.sqlite3") as db:
+        (clicks,) = db.execute("SELECT clicks FROM links_link WHERE slug = ?", (slug,)).fetchone()
+        (daily,) = db.execute(
+            "SELECT COALESCE(SUM(count), 0) FROM links_dailyclicks d JOIN links_link l ON l.id = d.link_id "
+            "WHERE l.slug = ?",
+            (slug,),
+        ).fetchone()
+    return clicks, daily
+
+
+def visit_concurrently(base_url: str, slug: str, *, visits: int, threads: int = 16) -> list[int]:
+    def one_thread(count):
+        with httpx.Client(base_url=base_url, timeout=30, headers={"User-Agent": BROWSER}) as client:
+            return [client.get(f"/{slug}").status_code for _ in range(count)]
+
+    per_thread = [visits // threads + (1 if i < visits % threads else 0) for i in range(threads)]
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        return [status for batch in pool.map(one_thread, per_thread) for status in batch]
+
+
+def wait_for_clicks(data_dir, slug, expected: int, timeout: float = 10) -> tuple[int, int]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        counts = stored_clicks(data_dir, slug)
+        if counts == (expected, expected):
+            return counts
+        time.sleep(0.2)
+    return stored_clicks(data_dir, slug)
+
+
+def test_concurrent_visits_are_counted_exactly_across_workers(live_site):
+    slug = httpx.post(live_site.base_url + "/", json={"url": "https://example.com/many-visits"}).json()[
+        "short_slug"
+    ]
+    statuses = visit_concurrently(live_site.base_url, slug, visits=600)
+    assert statuses == [308] * 600
+    # Batches reach the database within about a second of the visits.
+    assert wait_for_clicks(live_site.data_dir, slug, 600) == (600, 600)
+
+
+def test_max_clicks_is_exact_under_concurrent_visits(live_site):
+    slug = httpx.post(
+        live_site.base_url + "/", json={"url": "https://example.com/limited", "max_clicks": 25}
+    ).json()["short_slug"]
+    statuses = visit_concurrently(live_site.base_url, slug, visits=200)
+    assert statuses.count(308) == 25
+    assert statuses.count(410) == 175
+    assert wait_for_clicks(live_site.data_dir, slug, 25) == (25, 25)
+
+
+def test_a_graceful_stop_writes_every_pending_click(tmp_path):
+    with running_site(tmp_path, workers=2) as (site, process):
+        slug = httpx.post(site.base_url + "/", json={"url": "https://example.com/shutdown"}).json()[
+            "short_slug"
+        ]
+        assert visit_concurrently(site.base_url, slug, visits=300) == [308] * 300
+        # Stop at once: most clicks are still in memory, in two processes.
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+    assert stored_clicks(tmp_path, slug) == (300, 300)

@@ -1,0 +1,28 @@
+"""The ASGI application in front of Django: lifespan events (Django's handler
+has none), so that pending clicks are written before a worker exits."""
+
+import asyncio
+
+from links.clicks import click_counter
+
+
+class ShortenerApplication:
+    def __init__(self, django_application):
+        self.django_application = django_application
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "lifespan":
+            await self.lifespan(receive, send)
+            return
+        await self.django_application(scope, receive, send)
+
+    async def lifespan(self, receive, send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                # uvicorn has stopped taking requests: write what they counted.
+                await asyncio.to_thread(click_counter.shutdown)
+                await send({"type": "lifespan.shutdown.complete"})
+                return

@@ -1,0 +1,145 @@
+"""Click counting off the request path.
+
+A redirect only adds to an in-memory tally; a background thread writes the
+tally to the database about once a second, in one transaction, and once more
+when the process shuts down (ASGI lifespan shutdown, or interpreter exit).
+
+What a crash can lose: the clicks of at most the last flush interval in the
+crashed worker process (SIGKILL, out-of-memory kill, power loss). A graceful
+stop (SIGTERM, `docker compose stop`/`down`) loses nothing.
+
+Links with `max_clicks` are the exception: their click is taken in the
+database inside the request (see `services.take_limited_click`), because the
+limit must hold exactly across worker processes; only their per-day tally is
+batched.
+"""
+
+import atexit
+import logging
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from django.db import connection, transaction
+from django.utils import timezone
+
+logger = logging.getLogger(__name__)
+
+FLUSH_INTERVAL_SECONDS = 1.0
+
+
+@dataclass
+class PendingClicks:
+    clicks: int = 0
+    last_clicked_at: datetime | None = None
+    per_day: Counter = field(default_factory=Counter)
+
+    def merge(self, other: "PendingClicks") -> None:
+        self.clicks += other.clicks
+        if other.last_clicked_at and (
+            self.last_clicked_at is None or other.last_clicked_at > self.last_clicked_at
+        ):
+            self.last_clicked_at = other.last_clicked_at
+        self.per_day.update(other.per_day)
+
+
+class ClickCounter:
+    def __init__(self, *, interval: float = FLUSH_INTERVAL_SECONDS):
+        self.interval = interval
+        self._pending: dict[int, PendingClicks] = {}
+        self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def record(self, link_id: int, *, at: datetime | None = None, already_counted: bool = False) -> None:
+        """Count one click of `link_id`. With `already_counted` (a limited link whose
+        click the database took), only the per-day tally is added."""
+        at = at or timezone.now()
+        with self._lock:
+            pending = self._pending.get(link_id)
+            if pending is None:
+                pending = self._pending[link_id] = PendingClicks()
+            if not already_counted:
+                pending.clicks += 1
+                pending.last_clicked_at = at
+            pending.per_day[at.date()] += 1
+        self._ensure_flusher()
+
+    @property
+    def pending_count(self) -> int:
+        with self._lock:
+            return sum(sum(p.per_day.values()) for p in self._pending.values())
+
+    def flush(self) -> int:
+        """Write the tally to the database; returns the clicks written. On a
+        database error the tally is kept for the next attempt."""
+        with self._flush_lock:
+            with self._lock:
+                batch, self._pending = self._pending, {}
+            if not batch:
+                return 0
+            try:
+                _write_batch(batch)
+            except Exception:
+                logger.exception("click flush failed; keeping %d links' clicks for the next try", len(batch))
+                with self._lock:
+                    for link_id, pending in batch.items():
+                        self._pending.setdefault(link_id, PendingClicks()).merge(pending)
+                return 0
+            finally:
+                # This runs in a thread of its own: give its connection back.
+                if threading.current_thread() is self._thread:
+                    connection.close()
+            return sum(sum(p.per_day.values()) for p in batch.values())
+
+    def _ensure_flusher(self) -> None:
+        if self._thread is not None:
+            return
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="click-flusher", daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.flush()
+
+    def shutdown(self) -> None:
+        """Stop the background thread and write what is left."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self.flush()
+
+
+def _write_batch(batch: dict[int, PendingClicks]) -> None:
+    as_db_datetime = connection.ops.adapt_datetimefield_value
+    link_updates = [
+        (p.clicks, *[as_db_datetime(p.last_clicked_at)] * 2, link_id)
+        for link_id, p in batch.items()
+        if p.clicks
+    ]
+    daily_rows = [
+        (day.isoformat(), n, link_id) for link_id, p in batch.items() for day, n in p.per_day.items()
+    ]
+    with transaction.atomic(), connection.cursor() as cursor:
+        # Increments, not absolute values: other worker processes write too.
+        cursor.executemany(
+            "UPDATE links_link SET clicks = clicks + %s, last_clicked_at = CASE "
+            "WHEN last_clicked_at IS NULL OR last_clicked_at < %s THEN %s ELSE last_clicked_at END "
+            "WHERE id = %s",
+            link_updates,
+        )
+        # The SELECT skips links deleted since their clicks were counted.
+        cursor.executemany(
+            "INSERT INTO links_dailyclicks (link_id, day, count) "
+            "SELECT id, %s, %s FROM links_link WHERE id = %s "
+            "ON CONFLICT (link_id, day) DO UPDATE SET count = count + excluded.count",
+            daily_rows,
+        )
+
+
+click_counter = ClickCounter()
+atexit.register(click_counter.shutdown)
