@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Set up and run the whole test suite. Extra arguments go to pytest.
 #
-# System packages the tests use (Debian's chromium for browser tests,
-# shellcheck, openssh-server and rsync for the deploy tests, wrk for the
+# System packages the tests use (Debian's chromium for browser tests, a
+# shell linter, openssh-server and rsync for the deploy tests, wrk for the
 # benchmark smoke run) are installed when this runs as root or with sudo;
 # without them those tests skip and say why.
 set -euo pipefail

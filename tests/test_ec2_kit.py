@@ -1,0 +1,276 @@
+"""scripts/: provisioning against moto (no AWS account), the smoke test, shellcheck."""
+
+import base64
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import PROJECT_DIR, free_port, wait_until_up
+
+SCRIPTS = PROJECT_DIR / "scripts"
+DEBIAN_OWNER = "136693071363"
+
+
+def run_script(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, *args], cwd=PROJECT_DIR, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+# --- shellcheck --------------------------------------------------------------------------
+
+
+def test_shell_scripts_are_shellcheck_clean():
+    if not shutil.which("shellcheck"):
+        pytest.skip("shellcheck is not installed (apt-get install shellcheck)")
+    scripts = [
+        *map(str, SCRIPTS.glob("*.sh")),
+        str(PROJECT_DIR / ".ci/run"),
+        str(PROJECT_DIR / "docker/app-entrypoint.sh"),
+    ]
+    result = subprocess.run(["shellcheck", "--severity=style", *scripts], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
+
+
+# --- smoke test ----------------------------------------------------------------------------
+
+
+def test_smoke_test_passes_against_a_running_site(live_site):
+    result = run_script("scripts/smoke_test.py", live_site.base_url)
+    assert result.returncode == 0, result.stdout
+    assert result.stdout.count("PASS") == 6
+    assert "FAIL" not in result.stdout
+
+
+def test_smoke_test_fails_against_a_stopped_site():
+    result = run_script("scripts/smoke_test.py", f"http://127.0.0.1:{free_port()}")
+    assert result.returncode != 0
+    assert "FAIL" in result.stdout
+    assert "Traceback" not in result.stderr
+
+
+def test_smoke_test_fails_against_a_wrong_site(tmp_path):
+    # Something answers, but not the shortener: every check must fail.
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_until_up(f"http://127.0.0.1:{port}/")
+        result = run_script("scripts/smoke_test.py", f"http://127.0.0.1:{port}")
+    finally:
+        server.terminate()
+        server.wait()
+    assert result.returncode == 1
+    assert "PASS  GET / answers 200" in result.stdout
+    assert result.stdout.count("FAIL") >= 4
+
+
+# --- provisioning against moto -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def moto_endpoint(tmp_path_factory):
+    if not shutil.which("moto_server") and not (Path(sys.executable).parent / "moto_server").exists():
+        pytest.skip("moto[server] is not installed")
+    amis = tmp_path_factory.mktemp("moto") / "amis.json"
+    # Debian's publishing account and naming; an older build and the newest.
+    amis.write_text(
+        json.dumps(
+            [
+                {
+                    "ami_id": f"ami-0deb12{suffix}",
+                    "name": f"debian-12-amd64-{stamp}",
+                    "owner_id": DEBIAN_OWNER,
+                    "state": "available",
+                    "public": True,
+                    "architecture": "x86_64",
+                    "root_device_type": "ebs",
+                    "root_device_name": "/dev/xvda",
+                    "virtualization_type": "hvm",
+                    "hypervisor": "xen",
+                    "image_type": "machine",
+                    "description": "Debian 12",
+                    "creation_date": created,
+                }
+                for suffix, stamp, created in [
+                    ("old", "20250101-1000", "2025-01-01T10:00:00.000Z"),
+                    ("new", "20261101-2000", "2026-11-01T20:00:00.000Z"),
+                ]
+            ]
+            + [
+                {
+                    "ami_id": "ami-0other",
+                    "name": "debian-12-amd64-29991231-0000",
+                    "owner_id": "999999999999",
+                    "state": "available",
+                    "public": True,
+                    "architecture": "x86_64",
+                    "root_device_type": "ebs",
+                    "root_device_name": "/dev/xvda",
+                    "virtualization_type": "hvm",
+                    "hypervisor": "xen",
+                    "image_type": "machine",
+                    "description": "not Debian's",
+                    "creation_date": "2099-01-01T00:00:00.000Z",
+                }
+            ]
+        )
+    )
+    port = free_port()
+    moto = shutil.which("moto_server") or str(Path(sys.executable).parent / "moto_server")
+    process = subprocess.Popen(
+        [moto, "-H", "127.0.0.1", "-p", str(port)],
+        env={**os.environ, "MOTO_AMIS_PATH": str(amis)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_until_up(f"http://127.0.0.1:{port}/moto-api/")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait()
+
+
+@pytest.fixture
+def aws_env(moto_endpoint, tmp_path):
+    return {
+        **os.environ,
+        "AWS_ENDPOINT_URL": moto_endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_CONFIG_FILE": str(tmp_path / "no-config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-credentials"),
+    }
+
+
+@pytest.fixture
+def ec2(aws_env):
+    import boto3
+
+    return boto3.client(
+        "ec2",
+        endpoint_url=aws_env["AWS_ENDPOINT_URL"],
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+
+
+def live_instances(ec2, name="shortener"):
+    reservations = ec2.describe_instances(
+        Filters=[
+            {"Name": "tag:Name", "Values": [f"{name}-server"]},
+            {"Name": "instance-state-name", "Values": ["pending", "running"]},
+        ]
+    )["Reservations"]
+    return [i for r in reservations for i in r["Instances"]]
+
+
+def test_provision_up_is_idempotent_and_down_removes_everything(aws_env, ec2, tmp_path):
+    key_dir = tmp_path / "keys"
+    args = ["scripts/provision_ec2.py", "up", "--key-dir", str(key_dir), "--ssh-cidr", "198.51.100.7/32"]
+    first = run_script(*args, env=aws_env)
+    assert first.returncode == 0, first.stderr
+    dns = first.stdout.strip().splitlines()[-1]
+    assert dns.endswith("amazonaws.com")
+
+    instances = live_instances(ec2)
+    assert len(instances) == 1
+    instance = instances[0]
+    assert instance["InstanceType"] == "t2.micro"
+    assert instance["ImageId"] == "ami-0deb12new"  # the newest of Debian's own
+
+    key_file = key_dir / "shortener-key.pem"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert "PRIVATE KEY" in key_file.read_text()
+    assert not str(key_file).startswith(str(PROJECT_DIR))
+
+    (group,) = ec2.describe_security_groups(GroupIds=[g["GroupId"] for g in instance["SecurityGroups"]])[
+        "SecurityGroups"
+    ]
+    rules = {(r["FromPort"], ip["CidrIp"]) for r in group["IpPermissions"] for ip in r["IpRanges"]}
+    assert rules == {(80, "0.0.0.0/0"), (443, "0.0.0.0/0"), (22, "198.51.100.7/32")}
+
+    user_data = ec2.describe_instance_attribute(InstanceId=instance["InstanceId"], Attribute="userData")
+    script = base64.b64decode(user_data["UserData"]["Value"]).decode()
+    assert script.startswith("#!/usr/bin/env bash")
+    assert "docker-compose-plugin" in script and "download.docker.com" in script
+
+    second = run_script(*args, env=aws_env)
+    assert second.returncode == 0, second.stderr
+    assert second.stdout.strip().splitlines()[-1] == dns
+    assert len(live_instances(ec2)) == 1
+    assert (
+        len(
+            ec2.describe_security_groups(Filters=[{"Name": "tag:Name", "Values": ["shortener-web"]}])[
+                "SecurityGroups"
+            ]
+        )
+        == 1
+    )
+
+    down = run_script("scripts/provision_ec2.py", "down", env=aws_env)
+    assert down.returncode == 0, down.stderr
+    assert live_instances(ec2) == []
+    assert (
+        ec2.describe_security_groups(Filters=[{"Name": "tag:Name", "Values": ["shortener-web"]}])[
+            "SecurityGroups"
+        ]
+        == []
+    )
+    assert (
+        ec2.describe_key_pairs(Filters=[{"Name": "key-name", "Values": ["shortener-key"]}])["KeyPairs"] == []
+    )
+
+
+def test_ssh_is_closed_to_the_world_by_default(aws_env, ec2, tmp_path):
+    result = run_script(
+        "scripts/provision_ec2.py",
+        "up",
+        "--name",
+        "nossh",
+        "--key-dir",
+        str(tmp_path),
+        "--ami",
+        "ami-0deb12old",
+        env=aws_env,
+    )
+    assert result.returncode == 0, result.stderr
+    (instance,) = live_instances(ec2, "nossh")
+    assert instance["ImageId"] == "ami-0deb12old"
+    (group,) = ec2.describe_security_groups(GroupIds=[g["GroupId"] for g in instance["SecurityGroups"]])[
+        "SecurityGroups"
+    ]
+    assert {r["FromPort"] for r in group["IpPermissions"]} == {80, 443}
+    run_script("scripts/provision_ec2.py", "down", "--name", "nossh", env=aws_env)
+
+
+def test_missing_credentials_give_a_clear_error_not_a_traceback(aws_env):
+    env = {
+        k: v for k, v in aws_env.items() if not k.startswith("AWS_ACCESS") and not k.startswith("AWS_SECRET")
+    }
+    env.pop("AWS_PROFILE", None)
+    result = run_script("scripts/provision_ec2.py", "up", env=env)
+    assert result.returncode == 2
+    assert "no AWS credentials found" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_region_gives_a_clear_error(aws_env):
+    env = {k: v for k, v in aws_env.items() if k not in ("AWS_DEFAULT_REGION", "AWS_REGION")}
+    result = run_script("scripts/provision_ec2.py", "up", env=env)
+    assert result.returncode == 2
+    assert "no AWS region set" in result.stderr
+    assert "Traceback" not in result.stderr
