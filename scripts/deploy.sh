@@ -15,7 +15,8 @@
 #   --dir PATH       folder on the server (default: shortener, in the login's home)
 #   --url URL        public URL for the smoke test (default http://HOST[:HTTP_PORT])
 #   --no-smoke-test  skip the smoke test
-# HTTP_PORT and HTTP_BIND, when set here, are passed to the server's compose.
+# HTTP_PORT and HTTP_BIND, when set here, are passed to the server's compose;
+# DEPLOY_SSH_OPTS adds ssh options (e.g. "-o UserKnownHostsFile=/path").
 set -euo pipefail
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 2; }
@@ -44,6 +45,10 @@ PROJECT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 HOST="${TARGET#*@}"
 SSH_OPTIONS=(-p "$SSH_PORT" -o BatchMode=yes -o ConnectTimeout=15 -o StrictHostKeyChecking=accept-new)
 [ -n "$SSH_KEY" ] && SSH_OPTIONS+=(-i "$SSH_KEY" -o IdentitiesOnly=yes)
+if [ -n "${DEPLOY_SSH_OPTS:-}" ]; then
+  read -r -a extra_ssh_options <<< "$DEPLOY_SSH_OPTS"
+  SSH_OPTIONS+=("${extra_ssh_options[@]}")
+fi
 if [ -z "$PUBLIC_URL" ]; then
   PUBLIC_URL="http://$HOST"
   [ -n "${HTTP_PORT:-}" ] && [ "${HTTP_PORT}" != 80 ] && PUBLIC_URL="$PUBLIC_URL:$HTTP_PORT"
@@ -58,7 +63,7 @@ log "copying the project to $TARGET:$REMOTE_DIR"
 remote mkdir -p "$REMOTE_DIR"
 rsync -az --delete \
   -e "ssh ${SSH_OPTIONS[*]}" \
-  --exclude .git --exclude .env --exclude '.env.*' --include .env.example \
+  --include .env.example --exclude .git --exclude .env --exclude '.env.*' \
   --exclude .venv --exclude data --exclude staticfiles --exclude '*.sqlite3*' \
   --exclude __pycache__ --exclude .pytest_cache --exclude .ruff_cache --exclude 'bench/results' \
   "$PROJECT_DIR/" "$TARGET:$REMOTE_DIR/"
