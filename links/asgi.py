@@ -1,17 +1,23 @@
-"""The ASGI application in front of Django: lifespan events (Django's handler
-has none), so that pending clicks are written before a worker exits."""
+"""The ASGI application in front of Django: the redirect fast path, and
+lifespan events (Django's handler has none), so that pending clicks are
+written before a worker exits."""
 
 import asyncio
 
 from links.clicks import click_counter
+from links.fastpath import RedirectFastPath
 
 
 class ShortenerApplication:
-    def __init__(self, django_application):
+    def __init__(self, django_application, *, fast_path: RedirectFastPath | None = None):
         self.django_application = django_application
+        self.fast_path = fast_path
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] == "lifespan":
+        if scope["type"] == "http":
+            if self.fast_path is not None and await self.fast_path.handle(scope, send):
+                return
+        elif scope["type"] == "lifespan":
             await self.lifespan(receive, send)
             return
         await self.django_application(scope, receive, send)

@@ -37,6 +37,10 @@ CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 # from each request (Host header, scheme as trusted by uvicorn's proxy headers).
 PUBLIC_BASE_URL = env.str("PUBLIC_BASE_URL", default="").rstrip("/")
 
+# Plain redirects answered before Django's stack (links/fastpath.py). Off: every
+# request goes through Django (for comparison in benchmarks).
+REDIRECT_FAST_PATH = env.bool("SHORTENER_REDIRECT_FAST_PATH", default=True)
+
 SLUG_LENGTH = env.int("SHORTENER_SLUG_LENGTH", default=7)
 MAX_URL_LENGTH = env.int("SHORTENER_MAX_URL_LENGTH", default=2048)
 
