@@ -1,5 +1,5 @@
 from django.core.management.base import BaseCommand
-from django.db import transaction
+from django.db import IntegrityError, transaction
 
 from links.models import Link
 from links.services import generate_slug
@@ -29,9 +29,11 @@ class Command(BaseCommand):
                 )
                 for i in range(size)
             ]
-            with transaction.atomic():
-                # A rare slug collision skips that row; the loop makes up for it.
-                created = Link.objects.bulk_create(links, ignore_conflicts=True)
+            try:
+                with transaction.atomic():
+                    created = Link.objects.bulk_create(links)
+            except IntegrityError:
+                continue  # a rare slug collision: the batch is rolled back and made again
             if not quiet:
                 self.stdout.write("\n".join(link.slug for link in created))
             made += size
