@@ -1,0 +1,493 @@
+#!/usr/bin/env python3
+"""Benchmark the production stack against nginx's static redirect, in one run.
+
+    python bench/run.py                 # full run; writes docs/benchmarks.md and its chart
+    python bench/run.py --smoke         # a few seconds per step (CI), writes to bench/results/
+
+Brings up docker-compose.prod.yml from a copy of the project (any Docker engine),
+seeds links through the API with an API key (and 1,000,000 with `seed_links`),
+then measures with wrk from the same machine:
+
+- baseline: nginx (same image) answering a static `return 308`;
+- redirect: GET /<random slug> through nginx -> app -> SQLite, clicks counted;
+- create:   POST / with a new URL each time, with an API key;
+- memory:   `docker stats` of the whole stack under the redirect load;
+- clicks:   the clicks stored afterwards against the requests wrk completed;
+- a sweep of concurrency (1-256) for the chart, and 1M links against 1k.
+
+Figures are reported as ratios to the baseline measured in the same run:
+absolute numbers on a shared machine mean little.
+"""
+
+import argparse
+import json
+import os
+import platform
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+
+BENCH_DIR = Path(__file__).resolve().parent
+PROJECT_DIR = BENCH_DIR.parent
+COMPOSE = ["docker", "compose", "-f", "docker-compose.prod.yml", "-p", "shortener-bench"]
+NGINX_IMAGE = "nginx:1.28-bookworm"
+COPY_IGNORE = shutil.ignore_patterns(
+    ".git", ".venv", "data", "staticfiles", "__pycache__", ".env", "results", ".pytest_cache", ".ruff_cache"
+)
+
+
+@dataclass
+class WrkResult:
+    name: str
+    connections: int
+    requests: int
+    seconds: float
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    non_3xx_or_2xx: int
+    socket_errors: int
+
+
+def log(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def to_ms(value: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", value).groups()
+    return float(number) * {"us": 0.001, "ms": 1, "s": 1000, "m": 60000}[unit]
+
+
+def wrk(
+    name: str,
+    url: str,
+    *,
+    connections: int,
+    seconds: float,
+    script: Path | None = None,
+    env: dict | None = None,
+) -> WrkResult:
+    threads = min(2, connections)
+    command = [
+        "wrk",
+        "--latency",
+        "-t",
+        str(threads),
+        "-c",
+        str(connections),
+        "-d",
+        f"{seconds}s",
+        "--timeout",
+        "5s",
+    ]
+    if script:
+        command += ["-s", str(script)]
+    output = subprocess.run(
+        [*command, url], capture_output=True, text=True, check=True, env={**os.environ, **(env or {})}
+    ).stdout
+    requests = int(re.search(r"(\d+) requests in ([\d.]+)(\w+)", output).group(1))
+    duration = re.search(r"requests in ([\d.]+\w+)", output).group(1)
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
+    p50 = to_ms(re.search(r"50%\s+([\d.]+\w+)", output).group(1))
+    p99 = to_ms(re.search(r"99%\s+([\d.]+\w+)", output).group(1))
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
+    result = WrkResult(
+        name=name,
+        connections=connections,
+        requests=requests,
+        seconds=to_ms(duration) / 1000,
+        rps=rps,
+        p50_ms=p50,
+        p99_ms=p99,
+        non_3xx_or_2xx=int(bad.group(1)) if bad else 0,
+        socket_errors=sum(map(int, errors.groups())) if errors else 0,
+    )
+    log(
+        f"{name:<22} c={connections:<4} {rps:>10.0f} req/s  p50 {p50:.2f} ms  p99 {p99:.2f} ms"
+        f"  bad {result.non_3xx_or_2xx} errors {result.socket_errors}"
+    )
+    return result
+
+
+class Bench:
+    def __init__(self, workdir: Path, *, workers: int, fast_path: bool):
+        self.workdir = workdir
+        self.http_port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.http_port}"
+        self.env = {
+            **os.environ,
+            "HTTP_PORT": str(self.http_port),
+            "HTTP_BIND": "127.0.0.1",
+            "BACKEND_SUBNET": "172.31.250.0/24",
+            "APP_IPV4": "172.31.250.10",
+            "PROXY_IPV4": "172.31.250.20",
+        }
+        shutil.copytree(PROJECT_DIR, workdir / "project", ignore=COPY_IGNORE)
+        self.project = workdir / "project"
+        (self.project / ".env").write_text(
+            f"DJANGO_SECRET_KEY={secrets.token_urlsafe(40)}\nDJANGO_ALLOWED_HOSTS=*\n"
+            f"WEB_CONCURRENCY={workers}\nSHORTENER_REDIRECT_FAST_PATH={int(fast_path)}\n"
+        )
+        self.baseline_container = ""
+
+    def compose(self, *args: str, capture: bool = True) -> str:
+        return subprocess.run(
+            [*COMPOSE, *args], cwd=self.project, env=self.env, check=True, capture_output=capture, text=True
+        ).stdout
+
+    def up(self) -> None:
+        log("building and starting the stack")
+        self.compose("up", "-d", "--build", "--wait")
+        baseline_port = free_port()
+        self.baseline_url = f"http://127.0.0.1:{baseline_port}/"
+        self.baseline_container = subprocess.run(
+            [
+                "docker",
+                "run",
+                "-d",
+                "--rm",
+                "-p",
+                f"127.0.0.1:{baseline_port}:80",
+                "-v",
+                f"{BENCH_DIR / 'nginx-static-308.conf'}:/etc/nginx/conf.d/default.conf:ro",
+                NGINX_IMAGE,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(self.baseline_url).status_code == 308:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+
+    def down(self) -> None:
+        if self.baseline_container:
+            subprocess.run(["docker", "rm", "-f", self.baseline_container], capture_output=True)
+        subprocess.run([*COMPOSE, "down", "-v"], cwd=self.project, env=self.env, capture_output=True)
+
+    def manage(self, *args: str) -> str:
+        return self.compose("exec", "-T", "app", "python", "manage.py", *args)
+
+    def seed_through_api(self, count: int, api_key: str) -> list[str]:
+        log(f"seeding {count} links through the API")
+        slugs = []
+        with httpx.Client(base_url=self.base_url, headers={"Authorization": f"Bearer {api_key}"}) as client:
+            for i in range(count):
+                response = client.post("/", json={"url": f"https://example.com/bench/seed/{i}"})
+                response.raise_for_status()
+                slugs.append(response.json()["short_slug"])
+        return slugs
+
+    def total_clicks(self) -> int:
+        out = self.manage(
+            "shell",
+            "-c",
+            "from django.db.models import Sum; from links.models import Link; "
+            "print(Link.objects.aggregate(s=Sum('clicks'))['s'] or 0)",
+        )
+        return int(out.strip().splitlines()[-1])
+
+    def memory_mib(self) -> float:
+        """Memory used by the stack's running containers, summed."""
+        containers = self.compose("ps", "-q").split()
+        out = subprocess.run(
+            ["docker", "stats", "--no-stream", "--format", "{{json .}}", *containers],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        total = 0.0
+        for line in out.splitlines():
+            used = json.loads(line)["MemUsage"].split("/")[0].strip()
+            number, unit = re.fullmatch(r"([\d.]+)\s*([KMG]i?B|B|kB)", used).groups()
+            total += (
+                float(number)
+                * {
+                    "B": 1 / 2**20,
+                    "kB": 1 / 1024,
+                    "KiB": 1 / 1024,
+                    "KB": 1 / 1024,
+                    "MiB": 1,
+                    "MB": 1,
+                    "GiB": 1024,
+                    "GB": 1024,
+                }[unit]
+            )
+        return total
+
+
+def sample_memory_during(bench: Bench, seconds: float) -> tuple[threading.Thread, list[float]]:
+    samples: list[float] = []
+
+    def sample():
+        deadline = time.monotonic() + seconds
+        time.sleep(min(1.0, seconds / 3))
+        while time.monotonic() < deadline - 0.5:
+            try:
+                samples.append(bench.memory_mib())
+            except (subprocess.CalledProcessError, ValueError, AttributeError):
+                pass
+            time.sleep(0.5)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    return thread, samples
+
+
+def write_slugs(path: Path, slugs: list[str]) -> Path:
+    path.write_text("\n".join(slugs) + "\n")
+    return path
+
+
+def run(args) -> dict:
+    if not shutil.which("wrk"):
+        sys.exit("wrk is not installed (apt-get install wrk)")
+    seconds = 3 if args.smoke else args.seconds
+    links = 50 if args.smoke else args.links
+    sweep = [1, 16] if args.smoke else [1, 4, 16, 64, 128, 256]
+    results: dict = {
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
+        "smoke": args.smoke,
+        "workers": args.workers,
+        "fast_path": not args.no_fast_path,
+        "links": links,
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
+        "runs": [],
+        "sweep": [],
+    }
+    with tempfile.TemporaryDirectory(prefix="shortener-bench-") as tmp:
+        bench = Bench(Path(tmp), workers=args.workers, fast_path=not args.no_fast_path)
+        try:
+            bench.up()
+            api_key = bench.manage("issue_api_key", "--name", "bench").split()[-1]
+            slugs_file = write_slugs(Path(tmp) / "slugs.txt", bench.seed_through_api(links, api_key))
+            redirect_env = {"SLUGS_FILE": str(slugs_file)}
+            # Warm up: both nginx and the app's caches, as in steady production.
+            wrk(
+                "warm-up",
+                bench.base_url,
+                connections=16,
+                seconds=min(2, seconds),
+                script=BENCH_DIR / "redirect.lua",
+                env=redirect_env,
+            )
+            clicks_before = bench.total_clicks()
+            redirect_requests = 0
+
+            baseline = wrk("nginx static 308", bench.baseline_url, connections=64, seconds=seconds)
+            results["runs"].append(asdict(baseline))
+            sampler, memory = sample_memory_during(bench, seconds)
+            redirect = wrk(
+                "stack redirect",
+                bench.base_url,
+                connections=64,
+                seconds=seconds,
+                script=BENCH_DIR / "redirect.lua",
+                env=redirect_env,
+            )
+            sampler.join()
+            redirect_requests += redirect.requests
+            results["runs"].append(asdict(redirect))
+            results["memory_mib_under_load"] = max(memory) if memory else None
+            results["memory_mib_idle"] = bench.memory_mib()
+
+            for connections in sweep:
+                base = wrk(
+                    "nginx static 308",
+                    bench.baseline_url,
+                    connections=connections,
+                    seconds=max(2, seconds / 2),
+                )
+                stack = wrk(
+                    "stack redirect",
+                    bench.base_url,
+                    connections=connections,
+                    seconds=max(2, seconds / 2),
+                    script=BENCH_DIR / "redirect.lua",
+                    env=redirect_env,
+                )
+                redirect_requests += stack.requests
+                results["sweep"].append({"baseline": asdict(base), "stack": asdict(stack)})
+
+            time.sleep(2.5)  # one flush interval and then some
+            stored = bench.total_clicks() - clicks_before
+            results["clicks"] = {
+                "requests_completed": redirect_requests,
+                "clicks_stored": stored,
+                "difference": stored - redirect_requests,
+            }
+            log(f"clicks stored {stored}, requests completed {redirect_requests}")
+
+            create = wrk(
+                "stack create (POST /)",
+                bench.base_url,
+                connections=16,
+                seconds=seconds,
+                script=BENCH_DIR / "create.lua",
+                env={"API_KEY": api_key},
+            )
+            results["runs"].append(asdict(create))
+
+            if args.million and not args.smoke:
+                log(f"seeding {args.million} links with seed_links")
+                started = time.monotonic()
+                big = bench.manage("seed_links", "--count", str(args.million)).split()
+                results["million_seed_seconds"] = round(time.monotonic() - started, 1)
+                big_file = write_slugs(Path(tmp) / "big.txt", big)
+                wrk(
+                    "warm-up",
+                    bench.base_url,
+                    connections=16,
+                    seconds=2,
+                    script=BENCH_DIR / "redirect.lua",
+                    env={"SLUGS_FILE": str(big_file)},
+                )
+                baseline_again = wrk("nginx static 308", bench.baseline_url, connections=64, seconds=seconds)
+                many = wrk(
+                    f"redirect, {len(big) + links} links",
+                    bench.base_url,
+                    connections=64,
+                    seconds=seconds,
+                    script=BENCH_DIR / "redirect.lua",
+                    env={"SLUGS_FILE": str(big_file)},
+                )
+                results["runs"] += [asdict(baseline_again), asdict(many)]
+                results["million"] = {
+                    "links": len(big) + links,
+                    "rps": many.rps,
+                    "ratio_to_1k": many.rps / redirect.rps,
+                    "memory_mib_after": bench.memory_mib(),
+                }
+        finally:
+            bench.down()
+    results["baseline_rps"] = baseline.rps
+    results["redirect_ratio"] = redirect.rps / baseline.rps
+    return results
+
+
+def table(results: dict) -> str:
+    baseline = results["baseline_rps"]
+    lines = [
+        "| step | connections | requests/s | p50 ms | p99 ms | ratio to nginx static 308 | non-3xx |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for run in results["runs"]:
+        lines.append(
+            f"| {run['name']} | {run['connections']} | {run['rps']:,.0f} | {run['p50_ms']:.2f} | "
+            f"{run['p99_ms']:.2f} | {run['rps'] / baseline:.1%} | "
+            f"{run['non_3xx_or_2xx'] + run['socket_errors']} |"
+        )
+    return "\n".join(lines)
+
+
+def chart(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    connections = [point["stack"]["connections"] for point in results["sweep"]]
+    figure, (throughput, latency) = plt.subplots(1, 2, figsize=(11, 4))
+    for key, label in (("baseline", "nginx static 308"), ("stack", "stack redirect (nginx → app → SQLite)")):
+        throughput.plot(connections, [p[key]["rps"] for p in results["sweep"]], marker="o", label=label)
+        latency.plot(connections, [p[key]["p99_ms"] for p in results["sweep"]], marker="o", label=label)
+    for axis, title, unit in ((throughput, "Throughput", "requests/s"), (latency, "p99 latency", "ms")):
+        axis.set_xscale("log", base=2)
+        axis.set_xticks(connections, [str(c) for c in connections])
+        axis.set_xlabel("concurrent connections")
+        axis.set_ylabel(unit)
+        axis.set_title(title)
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+
+
+def report(results: dict, chart_name: str, command: str) -> str:
+    clicks = results["clicks"]
+    memory = results.get("memory_mib_under_load")
+    million = results.get("million")
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Latest run: {results['started']} on {results['machine']}; wrk on the same cores as the stack.",
+        f"Command: `{command}`. Stack: {results['workers']} uvicorn worker(s), fast path "
+        f"{'on' if results['fast_path'] else 'off'}, {results['links']} links seeded through the API.",
+        "",
+        table(results),
+        "",
+        f"- **Redirect throughput: {results['redirect_ratio']:.1%} of nginx's static 308** measured in the "
+        "same run (target ≥ 10 %).",
+        f"- Clicks: {clicks['clicks_stored']:,} stored for {clicks['requests_completed']:,} redirects "
+        "completed "
+        f"(difference {clicks['difference']:+d}: requests answered after wrk stopped counting).",
+        f"- Memory of the whole stack (nginx + app) under the redirect load: "
+        f"{memory:.0f} MiB (target ≤ 300 MiB)."
+        if memory
+        else "- Memory: not measured.",
+    ]
+    if million:
+        lines.append(
+            f"- With {million['links']:,} links: {million['rps']:,.0f} requests/s, "
+            f"{million['ratio_to_1k']:.1%} of the 1,000-link figure (target ≥ 90 %); stack memory "
+            f"afterwards {million['memory_mib_after']:.0f} MiB; seeding took "
+            f"{results['million_seed_seconds']} s."
+        )
+    lines += ["", f"![Throughput and p99 against concurrency]({chart_name})", ""]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--smoke", action="store_true", help="a few seconds per step; no 1M-link phase")
+    parser.add_argument("--seconds", type=float, default=10, help="duration of each main step")
+    parser.add_argument("--links", type=int, default=1000)
+    parser.add_argument("--million", type=int, default=1_000_000, help="links for the large phase (0: skip)")
+    parser.add_argument("--workers", type=int, default=2, help="uvicorn workers (WEB_CONCURRENCY)")
+    parser.add_argument("--no-fast-path", action="store_true", help="send redirects through Django")
+    parser.add_argument(
+        "--output", type=Path, help="folder for results (default docs/, or bench/results/ with --smoke)"
+    )
+    args = parser.parse_args()
+    output = args.output or (BENCH_DIR / "results" if args.smoke else PROJECT_DIR / "docs")
+    output.mkdir(parents=True, exist_ok=True)
+    results = run(args)
+    command = "python bench/run.py " + " ".join(sys.argv[1:])
+    (output / "benchmarks.json").write_text(json.dumps(results, indent=2))
+    chart(results, output / "benchmarks.png")
+    (output / "benchmarks.md").write_text(report(results, "benchmarks.png", command.strip()))
+    print(table(results))
+    print(
+        f"redirect: {results['redirect_ratio']:.1%} of nginx static 308; clicks {results['clicks']}; "
+        f"memory {results.get('memory_mib_under_load')} MiB"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
