@@ -189,6 +189,20 @@ class Bench:
             subprocess.run(["docker", "rm", "-f", self.baseline_container], capture_output=True)
         subprocess.run([*COMPOSE, "down", "-v"], cwd=self.project, env=self.env, capture_output=True)
 
+    def redirects(self, slugs_file: Path, *, connections: int, seconds: float, name: str = "stack redirect"):
+        """wrk GETs of random slugs from `slugs_file` through the stack."""
+        return wrk(
+            name,
+            self.base_url,
+            connections=connections,
+            seconds=seconds,
+            script=BENCH_DIR / "redirect.lua",
+            env={"SLUGS_FILE": str(slugs_file)},
+        )
+
+    def baseline(self, *, connections: int, seconds: float) -> WrkResult:
+        return wrk("nginx static 308", self.baseline_url, connections=connections, seconds=seconds)
+
     def manage(self, *args: str) -> str:
         return self.compose("exec", "-T", "app", "python", "manage.py", *args)
 
@@ -285,52 +299,24 @@ def run(args) -> dict:
             bench.up()
             api_key = bench.manage("issue_api_key", "--name", "bench").split()[-1]
             slugs_file = write_slugs(Path(tmp) / "slugs.txt", bench.seed_through_api(links, api_key))
-            redirect_env = {"SLUGS_FILE": str(slugs_file)}
             # Warm up: both nginx and the app's caches, as in steady production.
-            wrk(
-                "warm-up",
-                bench.base_url,
-                connections=16,
-                seconds=min(2, seconds),
-                script=BENCH_DIR / "redirect.lua",
-                env=redirect_env,
-            )
+            bench.redirects(slugs_file, connections=16, seconds=min(2, seconds), name="warm-up")
             time.sleep(2.5)  # let the warm-up's clicks reach the database first
             clicks_before = bench.total_clicks()
-            redirect_requests = 0
 
-            baseline = wrk("nginx static 308", bench.baseline_url, connections=64, seconds=seconds)
-            results["runs"].append(asdict(baseline))
+            baseline = bench.baseline(connections=64, seconds=seconds)
             sampler, memory = sample_memory_during(bench, seconds)
-            redirect = wrk(
-                "stack redirect",
-                bench.base_url,
-                connections=64,
-                seconds=seconds,
-                script=BENCH_DIR / "redirect.lua",
-                env=redirect_env,
-            )
+            redirect = bench.redirects(slugs_file, connections=64, seconds=seconds)
             sampler.join()
-            redirect_requests += redirect.requests
-            results["runs"].append(asdict(redirect))
+            redirect_requests = redirect.requests
+            results["runs"] += [asdict(baseline), asdict(redirect)]
             results["memory_mib_under_load"] = max(memory) if memory else None
             results["memory_mib_idle"] = bench.memory_mib()
 
             for connections in sweep:
-                base = wrk(
-                    "nginx static 308",
-                    bench.baseline_url,
-                    connections=connections,
-                    seconds=max(2, seconds / 2),
-                )
-                stack = wrk(
-                    "stack redirect",
-                    bench.base_url,
-                    connections=connections,
-                    seconds=max(2, seconds / 2),
-                    script=BENCH_DIR / "redirect.lua",
-                    env=redirect_env,
-                )
+                step = max(2, seconds / 2)
+                base = bench.baseline(connections=connections, seconds=step)
+                stack = bench.redirects(slugs_file, connections=connections, seconds=step)
                 redirect_requests += stack.requests
                 results["sweep"].append({"baseline": asdict(base), "stack": asdict(stack)})
 
@@ -364,22 +350,10 @@ def run(args) -> dict:
                 big = bench.manage("seed_links", "--count", str(args.million)).split()
                 results["million_seed_seconds"] = round(time.monotonic() - started, 1)
                 big_file = write_slugs(Path(tmp) / "big.txt", big)
-                wrk(
-                    "warm-up",
-                    bench.base_url,
-                    connections=16,
-                    seconds=2,
-                    script=BENCH_DIR / "redirect.lua",
-                    env={"SLUGS_FILE": str(big_file)},
-                )
-                baseline_again = wrk("nginx static 308", bench.baseline_url, connections=64, seconds=seconds)
-                many = wrk(
-                    f"redirect, {len(big) + links} links",
-                    bench.base_url,
-                    connections=64,
-                    seconds=seconds,
-                    script=BENCH_DIR / "redirect.lua",
-                    env={"SLUGS_FILE": str(big_file)},
+                bench.redirects(big_file, connections=16, seconds=2, name="warm-up")
+                baseline_again = bench.baseline(connections=64, seconds=seconds)
+                many = bench.redirects(
+                    big_file, connections=64, seconds=seconds, name=f"redirect, {len(big) + links} links"
                 )
                 results["runs"] += [asdict(baseline_again), asdict(many)]
                 results["million"] = {

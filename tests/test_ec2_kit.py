@@ -78,51 +78,44 @@ def test_smoke_test_fails_against_a_wrong_site(tmp_path):
 # --- provisioning against moto -----------------------------------------------------------------
 
 
+def moto_ami(ami_id: str, name: str, owner: str, created: str) -> dict:
+    """An image in the form of moto's AMI list (MOTO_AMIS_PATH)."""
+    return {
+        "ami_id": ami_id,
+        "name": name,
+        "owner_id": owner,
+        "creation_date": created,
+        "state": "available",
+        "public": True,
+        "architecture": "x86_64",
+        "root_device_type": "ebs",
+        "root_device_name": "/dev/xvda",
+        "virtualization_type": "hvm",
+        "hypervisor": "xen",
+        "image_type": "machine",
+        "description": name,
+    }
+
+
 @pytest.fixture(scope="module")
 def moto_endpoint(tmp_path_factory):
     if not shutil.which("moto_server") and not (Path(sys.executable).parent / "moto_server").exists():
         pytest.skip("moto[server] is not installed")
     amis = tmp_path_factory.mktemp("moto") / "amis.json"
-    # Debian's publishing account and naming; an older build and the newest.
+    # Debian's publishing account and naming: an older build and the newest; and
+    # a newer-looking image from someone else, which must never be picked.
     amis.write_text(
         json.dumps(
             [
-                {
-                    "ami_id": f"ami-0deb12{suffix}",
-                    "name": f"debian-12-amd64-{stamp}",
-                    "owner_id": DEBIAN_OWNER,
-                    "state": "available",
-                    "public": True,
-                    "architecture": "x86_64",
-                    "root_device_type": "ebs",
-                    "root_device_name": "/dev/xvda",
-                    "virtualization_type": "hvm",
-                    "hypervisor": "xen",
-                    "image_type": "machine",
-                    "description": "Debian 12",
-                    "creation_date": created,
-                }
-                for suffix, stamp, created in [
-                    ("old", "20250101-1000", "2025-01-01T10:00:00.000Z"),
-                    ("new", "20261101-2000", "2026-11-01T20:00:00.000Z"),
-                ]
-            ]
-            + [
-                {
-                    "ami_id": "ami-0other",
-                    "name": "debian-12-amd64-29991231-0000",
-                    "owner_id": "999999999999",
-                    "state": "available",
-                    "public": True,
-                    "architecture": "x86_64",
-                    "root_device_type": "ebs",
-                    "root_device_name": "/dev/xvda",
-                    "virtualization_type": "hvm",
-                    "hypervisor": "xen",
-                    "image_type": "machine",
-                    "description": "not Debian's",
-                    "creation_date": "2099-01-01T00:00:00.000Z",
-                }
+                moto_ami(
+                    "ami-0deb12old", "debian-12-amd64-20250101-1000", DEBIAN_OWNER, "2025-01-01T10:00:00.000Z"
+                ),
+                moto_ami(
+                    "ami-0deb12new", "debian-12-amd64-20261101-2000", DEBIAN_OWNER, "2026-11-01T20:00:00.000Z"
+                ),
+                moto_ami(
+                    "ami-0other", "debian-12-amd64-29991231-0000", "999999999999", "2099-01-01T00:00:00.000Z"
+                ),
             ]
         )
     )
