@@ -189,6 +189,28 @@ class Bench:
             subprocess.run(["docker", "rm", "-f", self.baseline_container], capture_output=True)
         subprocess.run([*COMPOSE, "down", "-v"], cwd=self.project, env=self.env, capture_output=True)
 
+    def process_memory_mib(self) -> float:
+        """Anonymous memory (the processes' own, without the page cache) of the
+        stack's containers, from their cgroup's memory.stat (v2 or v1)."""
+        total = 0
+        for container in self.compose("ps", "-q").split():
+            stat = subprocess.run(
+                [
+                    "docker",
+                    "exec",
+                    container,
+                    "sh",
+                    "-c",
+                    "cat /sys/fs/cgroup/memory.stat 2>/dev/null || cat /sys/fs/cgroup/memory/memory.stat",
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+            values = dict(line.split() for line in stat.splitlines() if len(line.split()) == 2)
+            total += int(values.get("anon", values.get("total_rss", 0)))
+        return total / 2**20
+
     def redirects(self, slugs_file: Path, *, connections: int, seconds: float, name: str = "stack redirect"):
         """wrk GETs of random slugs from `slugs_file` through the stack."""
         return wrk(
@@ -254,6 +276,69 @@ class Bench:
         return total
 
 
+def profile_app_worker(bench: Bench, seconds: float, output: Path) -> subprocess.Popen | None:
+    """py-spy samples one uvicorn worker of the app for `seconds` (raw, collapsed stacks)."""
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(py_spy).exists():
+        log("py-spy is not installed: no profile")
+        return None
+    container = bench.compose("ps", "-q", "app").strip()
+    parent = subprocess.run(
+        ["docker", "inspect", "-f", "{{.State.Pid}}", container], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+    # Worker processes, not multiprocessing's resource tracker.
+    workers = [
+        pid
+        for pid in children
+        if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        and b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes()
+    ]
+    worker = workers[0] if workers else parent
+    return subprocess.Popen(
+        [
+            py_spy,
+            "record",
+            "--nonblocking",
+            "-r",
+            "250",
+            "-d",
+            str(round(seconds)),
+            "-p",
+            worker,
+            "-f",
+            "raw",
+            "-o",
+            str(output),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+IDLE_LEAF = re.compile(r"^(Condition\.wait|Event\.wait|Connection\._recv|_recv_bytes|select|poll)\b")
+
+
+def summarize_profile(path: Path, *, top: int = 12) -> list[tuple[str, float]]:
+    """The functions where one worker spent its samples (self time, share of all samples)."""
+    self_samples: dict[str, int] = {}
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack:
+            continue
+        leaf = stack.split(";")[-1]
+        if IDLE_LEAF.search(leaf):
+            continue  # a thread waiting (the flusher's timer, the supervisor pipe), not working
+        # "function (file:line)" -> "function (file)": lines of one function add up.
+        leaf = re.sub(r":\d+\)$", ")", leaf)
+        leaf = re.sub(r"\(/.*/(site-packages|lib/python3[.\d]*|app)/", "(", leaf)
+        self_samples[leaf] = self_samples.get(leaf, 0) + int(count)
+        total += int(count)
+    ranked = sorted(self_samples.items(), key=lambda item: -item[1])[:top]
+    return [(name, samples / total) for name, samples in ranked] if total else []
+
+
 def sample_memory_during(bench: Bench, seconds: float) -> tuple[threading.Thread, list[float]]:
     samples: list[float] = []
 
@@ -306,12 +391,17 @@ def run(args) -> dict:
 
             baseline = bench.baseline(connections=64, seconds=seconds)
             sampler, memory = sample_memory_during(bench, seconds)
+            profiler = profile_app_worker(bench, seconds - 1, Path(tmp) / "1k.txt") if args.profile else None
             redirect = bench.redirects(slugs_file, connections=64, seconds=seconds)
             sampler.join()
+            if profiler:
+                profiler.wait()
+                results["profile_1k"] = summarize_profile(Path(tmp) / "1k.txt")
             redirect_requests = redirect.requests
             results["runs"] += [asdict(baseline), asdict(redirect)]
             results["memory_mib_under_load"] = max(memory) if memory else None
             results["memory_mib_idle"] = bench.memory_mib()
+            results["process_memory_mib"] = bench.process_memory_mib()
 
             for connections in sweep:
                 step = max(2, seconds / 2)
@@ -352,15 +442,22 @@ def run(args) -> dict:
                 big_file = write_slugs(Path(tmp) / "big.txt", big)
                 bench.redirects(big_file, connections=16, seconds=2, name="warm-up")
                 baseline_again = bench.baseline(connections=64, seconds=seconds)
+                profiler = (
+                    profile_app_worker(bench, seconds - 1, Path(tmp) / "1m.txt") if args.profile else None
+                )
                 many = bench.redirects(
                     big_file, connections=64, seconds=seconds, name=f"redirect, {len(big) + links} links"
                 )
+                if profiler:
+                    profiler.wait()
+                    results["profile_1m"] = summarize_profile(Path(tmp) / "1m.txt")
                 results["runs"] += [asdict(baseline_again), asdict(many)]
                 results["million"] = {
                     "links": len(big) + links,
                     "rps": many.rps,
                     "ratio_to_1k": many.rps / redirect.rps,
                     "memory_mib_after": bench.memory_mib(),
+                    "process_memory_mib_after": bench.process_memory_mib(),
                 }
         finally:
             bench.down()
@@ -435,10 +532,28 @@ def report(results: dict, chart_name: str, command: str) -> str:
         lines.append(
             f"- With {million['links']:,} links: {million['rps']:,.0f} requests/s, "
             f"{million['ratio_to_1k']:.1%} of the 1,000-link figure (target ≥ 90 %); stack memory "
-            f"afterwards {million['memory_mib_after']:.0f} MiB; seeding took "
+            f"afterwards {million['memory_mib_after']:.0f} MiB by `docker stats`, of which "
+            f"{million['process_memory_mib_after']:.0f} MiB the processes' own (the rest is the page cache "
+            f"of the database file, which the kernel gives back under pressure); seeding took "
             f"{results['million_seed_seconds']} s."
         )
     lines += ["", f"![Throughput and p99 against concurrency]({chart_name})", ""]
+    for key, title in (
+        ("profile_1k", "1,000 links"),
+        ("profile_1m", f"{million['links']:,} links" if million else ""),
+    ):
+        if results.get(key):
+            lines += [
+                f"### Where one app worker's time goes: redirects over {title}",
+                "",
+                "py-spy samples of one uvicorn worker during the 64-connection run: self time, idle "
+                "waits left out; `Runner.run` is time inside uvloop's C code (polling and socket I/O).",
+                "",
+                "| function | share of samples |",
+                "| --- | ---: |",
+            ]
+            lines += [f"| `{name}` | {share:.1%} |" for name, share in results[key]]
+            lines.append("")
     return "\n".join(lines)
 
 
@@ -452,6 +567,11 @@ def main() -> int:
     parser.add_argument("--million", type=int, default=1_000_000, help="links for the large phase (0: skip)")
     parser.add_argument("--workers", type=int, default=2, help="uvicorn workers (WEB_CONCURRENCY)")
     parser.add_argument("--no-fast-path", action="store_true", help="send redirects through Django")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="sample an app worker with py-spy during the redirect runs; report where its time goes",
+    )
     parser.add_argument(
         "--env",
         action="append",
