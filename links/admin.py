@@ -5,7 +5,6 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.html import format_html
 
-from links.clicks import click_counter
 from links.models import APIKey, Link
 from links.serializers import INVALID_URL, http_url_validator, to_ascii_url
 from links.services import generate_slug, issue_api_key, revoke_api_key, update_link
@@ -62,14 +61,6 @@ class LinkAdmin(admin.ModelAdmin):
     readonly_fields = ["slug", "created_at", "clicks", "last_clicked_at", "open_links"]
     date_hierarchy = "created_at"
     actions = ["disable_links", "enable_links"]
-
-    def changelist_view(self, request, extra_context=None):
-        click_counter.settle()  # exact click counts in the list
-        return super().changelist_view(request, extra_context)
-
-    def change_view(self, request, object_id, form_url="", extra_context=None):
-        click_counter.settle()
-        return super().change_view(request, object_id, form_url, extra_context)
 
     @admin.display(description="preview / QR")
     def open_links(self, link: Link) -> str:

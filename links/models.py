@@ -82,24 +82,3 @@ class APIKey(models.Model):
 
     # DRF's IsAuthenticated asks the authenticated "user" this.
     is_authenticated = True
-
-
-class ClickLog(models.Model):
-    """Clicks flushed from memory but not yet added to their link (see links/clicks.py).
-
-    Append-only with no index but its key, so that a flush touching thousands
-    of links writes a few sequential pages. No foreign key: the row must not
-    cost a lookup when written, and the link may be deleted meanwhile.
-    """
-
-    id = models.BigAutoField(primary_key=True)
-    link_id = models.BigIntegerField()
-    day = models.DateField()
-    # All clicks of that day, for DailyClicks.
-    clicks = models.PositiveIntegerField()
-    # Those not yet in Link.clicks (limited links count theirs in the request).
-    link_clicks = models.PositiveIntegerField()
-    last_clicked_at = models.DateTimeField(null=True)
-
-    def __str__(self) -> str:
-        return f"link {self.link_id} {self.day}: +{self.clicks}"

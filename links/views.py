@@ -111,12 +111,6 @@ class ManagementAPIMixin:
     permission_classes = [IsAuthenticated]
     lookup_field = "slug"
 
-    def initial(self, request, *args, **kwargs):
-        super().initial(request, *args, **kwargs)
-        # Exact figures: every click flushed so far is added to its link first
-        # (and a new click limit is checked against them).
-        click_counter.settle()
-
 
 @extend_schema_view(get=extend_schema(summary="List links"))
 class LinkListView(ManagementAPIMixin, generics.ListAPIView):

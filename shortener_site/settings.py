@@ -41,11 +41,6 @@ PUBLIC_BASE_URL = env.str("PUBLIC_BASE_URL", default="").rstrip("/")
 # request goes through Django (for comparison in benchmarks).
 REDIRECT_FAST_PATH = env.bool("SHORTENER_REDIRECT_FAST_PATH", default=True)
 
-# Clicks reach the database's click log this often, and are added to their
-# links this often (and whenever the management API or the admin reads them).
-CLICK_FLUSH_SECONDS = env.float("SHORTENER_CLICK_FLUSH_SECONDS", default=1.0)
-CLICK_COMPACT_SECONDS = env.float("SHORTENER_CLICK_COMPACT_SECONDS", default=10.0)
-
 SLUG_LENGTH = env.int("SHORTENER_SLUG_LENGTH", default=7)
 MAX_URL_LENGTH = env.int("SHORTENER_MAX_URL_LENGTH", default=2048)
 

@@ -22,17 +22,6 @@ def collected_static(django_db_blocker) -> None:
         call_command("collectstatic", "--noinput", verbosity=0)
 
 
-@pytest.fixture(scope="session", autouse=True)
-def click_flusher_stopped_at_the_end(django_db_setup, django_db_blocker):
-    """Stop this process's click flusher while the test database still exists
-    (otherwise its exit-time flush would look for it after it is gone)."""
-    yield
-    from links.clicks import click_counter
-
-    with django_db_blocker.unblock():
-        click_counter.shutdown()
-
-
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -78,7 +67,6 @@ def site_env(data_dir: Path, **extra: str) -> dict:
         DJANGO_ALLOWED_HOSTS="127.0.0.1,localhost",
         SHORTENER_DATA_DIR=str(data_dir),
         SQLITE_PATH=str(data_dir / "shortener.sqlite3"),
-        SHORTENER_CLICK_FLUSH_SECONDS="1",
     )
     env.update(extra)
     return env
@@ -125,28 +113,3 @@ def running_site(
 def live_site(tmp_path_factory) -> Iterator[LiveSite]:
     with running_site(tmp_path_factory.mktemp("live-data")) as (site, _process):
         yield site
-
-
-def stored_clicks(data_dir: Path, slug: str) -> tuple[int, int]:
-    """(clicks, sum of daily counts) of a link as its database has them: in the
-    link and its daily rows, plus what the click log holds for it."""
-    import sqlite3
-
-    with sqlite3.connect(data_dir / "shortener.sqlite3") as db:
-        (link_id, clicks) = db.execute("SELECT id, clicks FROM links_link WHERE slug = ?", (slug,)).fetchone()
-        (daily,) = db.execute(
-            "SELECT COALESCE(SUM(count), 0) FROM links_dailyclicks WHERE link_id = ?", (link_id,)
-        ).fetchone()
-        (logged, logged_daily) = db.execute(
-            "SELECT COALESCE(SUM(link_clicks), 0), COALESCE(SUM(clicks), 0) FROM links_clicklog "
-            "WHERE link_id = ?",
-            (link_id,),
-        ).fetchone()
-    return clicks + logged, daily + logged_daily
-
-
-def click_log_rows(data_dir: Path) -> int:
-    import sqlite3
-
-    with sqlite3.connect(data_dir / "shortener.sqlite3") as db:
-        return db.execute("SELECT COUNT(*) FROM links_clicklog").fetchone()[0]

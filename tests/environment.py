@@ -14,6 +14,3 @@ os.environ.setdefault("SHORTENER_DATA_DIR", tempfile.mkdtemp(prefix="shortener-t
 os.environ.setdefault("DJANGO_STATIC_ROOT", tempfile.mkdtemp(prefix="shortener-static-"))
 # Tests create many links from one address; the throttle has tests of its own.
 os.environ.setdefault("SHORTENER_ANON_CREATE_RATE", "100000/min")
-# In-process tests flush and compact clicks themselves, at known points: a
-# background flush would wait on the test's open transaction.
-os.environ.setdefault("SHORTENER_CLICK_FLUSH_SECONDS", "3600")
