@@ -236,12 +236,14 @@ def test_link_creation_is_rate_limited_with_a_json_429(http):
 def test_a_failing_migration_keeps_the_app_from_starting(tmp_path):
     require_engine()
     broken = Stack.copy_of_project(tmp_path, name="broken", subnet_octet=252)
-    (broken.directory / "links/migrations/0999_broken.py").write_text(
+    migrations = broken.directory / "links/migrations"
+    latest = max(path.stem for path in migrations.glob("0*.py"))
+    (migrations / "0999_broken.py").write_text(
         "from django.db import migrations\n\n\n"
         "def fail(apps, schema_editor):\n"
         "    raise RuntimeError('deliberately broken migration')\n\n\n"
         "class Migration(migrations.Migration):\n"
-        "    dependencies = [('links', '0001_initial')]\n"
+        f"    dependencies = [('links', '{latest}')]\n"
         "    operations = [migrations.RunPython(fail)]\n"
     )
     try:
