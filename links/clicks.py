@@ -67,11 +67,6 @@ class ClickCounter:
             pending.per_day[at.date()] += 1
         self._ensure_flusher()
 
-    @property
-    def pending_count(self) -> int:
-        with self._lock:
-            return sum(sum(p.per_day.values()) for p in self._pending.values())
-
     def flush(self) -> int:
         """Write the tally to the database; returns the clicks written. On a
         database error the tally is kept for the next attempt."""
