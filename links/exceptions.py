@@ -1,5 +1,10 @@
 from rest_framework.views import exception_handler
 
+# What a visitor is told, by Django's views and the redirect fast path alike.
+URL_NOT_FOUND = "URL not found"
+LINK_EXPIRED = "This link has expired"
+CLICK_LIMIT_REACHED = "This link has reached its click limit"
+
 
 def json_exception_handler(exc, context):
     """DRF's handler, with every error body shaped like the contract's:

@@ -19,6 +19,7 @@ with the one the cache was filled under (one `stat` call, about a microsecond),
 so every worker drops stale entries before it answers again.
 """
 
+import json
 import os
 import re
 import sqlite3
@@ -29,10 +30,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from links.clicks import click_counter
+from links.exceptions import URL_NOT_FOUND
 from links.visitors import is_counted_visit
 
 SLUG_PATH = re.compile(r"/([A-Za-z0-9_-]{1,64})")
-NOT_FOUND_BODY = b'{"error": "URL not found"}'
+# The same bytes as Django's JsonResponse for the same error.
+NOT_FOUND_BODY = json.dumps({"error": URL_NOT_FOUND}).encode()
 COMMON_HEADERS = [
     (b"cache-control", b"no-store"),
     (b"referrer-policy", b"same-origin"),

@@ -21,6 +21,7 @@ from rest_framework.views import APIView
 from links import selectors
 from links.authentication import APIKeyAuthentication
 from links.clicks import click_counter
+from links.exceptions import CLICK_LIMIT_REACHED, LINK_EXPIRED, URL_NOT_FOUND
 from links.models import APIKey, Link
 from links.serializers import (
     INVALID_URL,
@@ -155,11 +156,11 @@ def followable_link(slug: str):
     link = selectors.get_link(slug=slug)
     # A disabled link is as good as gone for visitors: 404, like an unknown one.
     if link is None or not link.is_active:
-        raise LinkUnavailable(status=404, message="URL not found")
+        raise LinkUnavailable(status=404, message=URL_NOT_FOUND)
     if link.is_expired:
-        raise LinkUnavailable(status=410, message="This link has expired")
+        raise LinkUnavailable(status=410, message=LINK_EXPIRED)
     if link.is_exhausted:
-        raise LinkUnavailable(status=410, message="This link has reached its click limit")
+        raise LinkUnavailable(status=410, message=CLICK_LIMIT_REACHED)
     return link
 
 
@@ -186,9 +187,7 @@ class LinkRedirectView(View):
         counted = is_counted_visit(method=request.method, user_agent=request.headers.get("User-Agent", ""))
         if counted and link.max_clicks is not None:
             if not take_limited_click(link_id=link.pk):
-                return unavailable_response(
-                    request, LinkUnavailable(status=410, message="This link has reached its click limit")
-                )
+                return unavailable_response(request, LinkUnavailable(status=410, message=CLICK_LIMIT_REACHED))
             click_counter.record(link.pk, already_counted=True)
         elif counted:
             click_counter.record(link.pk)
@@ -223,7 +222,7 @@ class LinkQRCodeView(View):
     def get(self, request, slug: str, image_format: str):
         link = selectors.get_link(slug=slug)
         if link is None:
-            return JsonErrorResponse("URL not found", status=404)
+            return JsonErrorResponse(URL_NOT_FOUND, status=404)
         short_url = selectors.build_short_url(slug=link.slug, request=request)
         buffer = io.BytesIO()
         segno.make(short_url, error="m").save(buffer, kind=image_format, scale=8, border=2)
