@@ -82,11 +82,9 @@ class ClickCounter:
                 with self._lock:
                     for link_id, pending in batch.items():
                         self._pending.setdefault(link_id, PendingClicks()).merge(pending)
+                # Start the next attempt on a fresh connection.
+                connection.close()
                 return 0
-            finally:
-                # This runs in a thread of its own: give its connection back.
-                if threading.current_thread() is self._thread:
-                    connection.close()
             return sum(sum(p.per_day.values()) for p in batch.values())
 
     def _ensure_flusher(self) -> None:
@@ -98,8 +96,12 @@ class ClickCounter:
                 self._thread.start()
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.flush()
+        try:
+            while not self._stop.wait(self.interval):
+                self.flush()
+        finally:
+            # The thread's own connection, kept open between flushes.
+            connection.close()
 
     def shutdown(self) -> None:
         """Stop the background thread and write what is left."""
