@@ -1,9 +1,11 @@
 """The ASGI application in front of Django: the redirect fast path, and
 lifespan events (Django's handler has none), so that pending clicks are
-written before a worker exits."""
+written before a worker exits, and so that a worker marks the database as
+served while it runs (manage.py restore_db refuses to run meanwhile)."""
 
 import asyncio
 
+from links.backups import hold_serving_marker, release_serving_marker
 from links.clicks import click_counter
 from links.fastpath import RedirectFastPath
 
@@ -23,12 +25,16 @@ class ShortenerApplication:
         await self.django_application(scope, receive, send)
 
     async def lifespan(self, receive, send) -> None:
+        serving_marker = None
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                # Waits while a restore runs; held until the worker exits.
+                serving_marker = await asyncio.to_thread(hold_serving_marker)
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 # uvicorn has stopped taking requests: write what they counted.
                 await asyncio.to_thread(click_counter.shutdown)
+                release_serving_marker(serving_marker)
                 await send({"type": "lifespan.shutdown.complete"})
                 return
