@@ -1,32 +1,95 @@
 #!/usr/bin/env bash
 # Set up and run the whole test suite. Extra arguments go to pytest.
 #
-# System packages the tests use (Debian's chromium for browser tests, a
-# shell linter, openssh-server and rsync for the deploy tests, wrk for the
-# benchmark smoke run) are installed when this runs as root or with sudo;
-# without them those tests skip and say why.
+#   bash scripts/test.sh                      # everything, group by group
+#   bash scripts/test.sh tests/test_api_contract.py -x
+#
+# System packages the tests use (Debian's chromium and libatomic1 for the
+# browser tests, gnupg for the setup-ec2 test's signed repository, a shell
+# linter, openssh-server and rsync for the deploy tests, curl for the README's
+# commands, npm for the Postman collection, wrk for the benchmark smoke run)
+# are installed when this runs as root or with sudo; without them those tests
+# skip and say why. Each long step says what it is doing first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-SYSTEM_PACKAGES=(chromium shellcheck openssh-server openssh-client rsync wrk)
+step() { printf '\n==> %s\n' "$*"; }
+
+# Debian package -> a file or command that shows it is there.
+declare -A PROVIDES=(
+  [chromium]=chromium
+  [libatomic1]=libatomic.so.1
+  [gnupg]=gpg
+  [shellcheck]=shellcheck
+  [openssh-server]=/usr/sbin/sshd
+  [openssh-client]=ssh
+  [rsync]=rsync
+  [curl]=curl
+  [npm]=npm
+  [wrk]=wrk
+)
+present() {
+  case "$1" in
+    *.so.*) /sbin/ldconfig -p | grep -F "$1" >/dev/null ;;
+    /*) [ -e "$1" ] ;;
+    *) command -v "$1" >/dev/null ;;
+  esac
+}
 missing=()
-for pkg in "${SYSTEM_PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+for pkg in "${!PROVIDES[@]}"; do
+  present "${PROVIDES[$pkg]}" || missing+=("$pkg")
 done
-if [ "${#missing[@]}" -gt 0 ] && command -v apt-get >/dev/null; then
+if [ "${#missing[@]}" -gt 0 ]; then
   SUDO=""
   [ "$(id -u)" = 0 ] || SUDO="sudo -n"
-  if $SUDO true 2>/dev/null; then
-    echo "installing system packages: ${missing[*]}"
+  if command -v apt-get >/dev/null && $SUDO true 2>/dev/null; then
+    step "apt: installing ${missing[*]} (a few minutes on a fresh machine)"
     export DEBIAN_FRONTEND=noninteractive
-    $SUDO apt-get update -qq
-    $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    $SUDO apt-get update -q | { grep --line-buffered -E '^(Get|Fetched)' || true; }
+    # One line per package as it is set up, so the terminal is never silent for long.
+    $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}" \
+      | { grep --line-buffered -E '^(Need to get|Setting up)' || true; }
   else
-    echo "warning: cannot install ${missing[*]} (not root, no sudo); their tests will skip" >&2
+    echo "warning: cannot install ${missing[*]} (not root, no sudo, or no apt-get); their tests will skip" >&2
   fi
 fi
 
-[ -x .venv/bin/python ] || python3 -m venv .venv
-.venv/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+if [ ! -x .venv/bin/python ]; then
+  step "creating the virtual environment .venv"
+  python3 -m venv .venv
+fi
+step "pip: installing the test tools into .venv (requirements-dev.txt; about a minute the first time)"
+.venv/bin/pip install --disable-pip-version-check --progress-bar off -r requirements-dev.txt \
+  | { grep --line-buffered -E '^(Collecting|Installing|Successfully)' || true; }
 
-exec .venv/bin/python -m pytest "$@"
+# Arguments that choose tests by marker run as one pytest session.
+for arg in "$@"; do
+  if [ "$arg" = -m ] || [[ "$arg" == -m?* ]]; then
+    step "pytest $*"
+    exec .venv/bin/python -m pytest "$@"
+  fi
+done
+
+# Otherwise three groups, each announced. pytest's exit code 5 ("no tests
+# collected", e.g. a file argument outside the group) is not a failure.
+failed=()
+run_group() {
+  local title=$1 marker=$2
+  shift 2
+  step "tests: $title"
+  local status=0
+  .venv/bin/python -m pytest -m "$marker" "$@" || status=$?
+  if [ "$status" -ne 0 ] && [ "$status" -ne 5 ]; then
+    failed+=("$title")
+  fi
+}
+run_group "the app, live uvicorn servers, the EC2 kit (no browser, no container engine)" \
+  "not browser and not stack" "$@"
+run_group "the browser (Debian's chromium through Playwright)" "browser" "$@"
+run_group "container stacks and the deploy kit (skipped where no Docker engine runs)" "stack" "$@"
+
+if [ "${#failed[@]}" -gt 0 ]; then
+  step "FAILED: ${failed[*]}"
+  exit 1
+fi
+step "all test groups passed"

@@ -15,6 +15,7 @@ Docker at boot (no systemd in a container); those need a real VM.
 
 import email.utils
 import hashlib
+import shutil
 import subprocess
 import threading
 from functools import partial
@@ -102,6 +103,10 @@ def build_signed_repository(repo: Path, work: Path) -> None:
 
 @pytest.fixture
 def docker_repository(tmp_path):
+    require_engine()
+    for tool, package in (("gpg", "gnupg"), ("dpkg-deb", "dpkg")):
+        if shutil.which(tool) is None:
+            pytest.skip(f"the signed stand-in repository needs {tool} (apt-get install {package})")
     repo = tmp_path / "repo"
     build_signed_repository(repo, tmp_path / "build")
     server = ThreadingHTTPServer(("127.0.0.1", 0), partial(QuietHandler, directory=str(repo)))
