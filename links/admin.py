@@ -1,28 +1,35 @@
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
-from django.db.models import Q
-from django.utils import timezone
 from django.utils.html import format_html
 
-from links.models import APIKey, Link
-from links.serializers import INVALID_URL, http_url_validator, to_ascii_url
-from links.services import generate_slug, issue_api_key, revoke_api_key, update_link
+from links.destinations import INVALID_URL, normalize_destination
+from links.models import APIKey, Link, LinkStatus
+from links.services import (
+    issue_api_key,
+    refuse_disabled_url,
+    revoke_api_key,
+    set_links_active,
+    shorten_url,
+    update_link,
+)
 
 
 class LinkForm(forms.ModelForm):
+    # Taken as typed (the API does not trim either); links.destinations decides.
+    original_url = forms.CharField(strip=False, widget=forms.URLInput(attrs={"size": 80}))
+
     class Meta:
         model = Link
         fields = ["original_url", "is_active", "expires_at", "max_clicks"]
-        widgets = {"original_url": forms.URLInput(attrs={"size": 80})}
 
     def clean_original_url(self) -> str:
-        url = self.cleaned_data["original_url"].strip()
         try:
-            http_url_validator(url)
-        except ValidationError:
-            raise ValidationError(INVALID_URL) from None
-        return to_ascii_url(url)
+            url = normalize_destination(self.cleaned_data["original_url"])
+            refuse_disabled_url(url=url)
+        except ValidationError as refusal:
+            raise ValidationError(f"{INVALID_URL}: {' '.join(refusal.messages)}") from None
+        return url
 
 
 class LinkStatusFilter(admin.SimpleListFilter):
@@ -30,18 +37,10 @@ class LinkStatusFilter(admin.SimpleListFilter):
     parameter_name = "status"
 
     def lookups(self, request, model_admin):
-        return [("active", "Active"), ("expired", "Expired"), ("disabled", "Disabled")]
+        return LinkStatus.choices
 
     def queryset(self, request, queryset):
-        now = timezone.now()
-        expired = Q(expires_at__lte=now)
-        if self.value() == "active":
-            return queryset.filter(is_active=True).exclude(expired)
-        if self.value() == "expired":
-            return queryset.filter(expired)
-        if self.value() == "disabled":
-            return queryset.filter(is_active=False)
-        return queryset
+        return queryset.with_status(self.value()) if self.value() else queryset
 
 
 @admin.register(Link)
@@ -53,14 +52,27 @@ class LinkAdmin(admin.ModelAdmin):
         "created_at",
         "clicks",
         "last_clicked_at",
-        "is_active",
+        "status",
         "open_links",
     ]
     list_filter = [LinkStatusFilter, ("created_at", admin.DateFieldListFilter)]
     search_fields = ["slug", "original_url"]
-    readonly_fields = ["slug", "created_at", "clicks", "last_clicked_at", "open_links"]
+    readonly_fields = ["slug", "status", "created_at", "clicks", "last_clicked_at", "open_links"]
     date_hierarchy = "created_at"
     actions = ["disable_links", "enable_links"]
+
+    def get_readonly_fields(self, request, obj=None):
+        # A link keeps its destination: people were given it for that URL.
+        return [*self.readonly_fields, "original_url"] if obj is not None else self.readonly_fields
+
+    def get_fields(self, request, obj=None):
+        if obj is None:  # Add: what shorten_url takes.
+            return ["original_url", "expires_at", "max_clicks"]
+        return super().get_fields(request, obj)
+
+    @admin.display(description="status")
+    def status(self, link: Link) -> str:
+        return link.status.label if link.pk else "-"
 
     @admin.display(description="preview / QR")
     def open_links(self, link: Link) -> str:
@@ -73,21 +85,29 @@ class LinkAdmin(admin.ModelAdmin):
 
     @admin.action(description="Disable selected links")
     def disable_links(self, request, queryset):
-        self._set_active(request, queryset, active=False)
+        count = set_links_active(links=queryset, active=False)
+        self.message_user(request, f"{count} link(s) disabled.")
 
     @admin.action(description="Enable selected links")
     def enable_links(self, request, queryset):
-        self._set_active(request, queryset, active=True)
-
-    def _set_active(self, request, queryset, *, active: bool) -> None:
-        for link in queryset:
-            update_link(link=link, is_active=active)
-        self.message_user(request, f"{queryset.count()} link(s) {'enabled' if active else 'disabled'}.")
+        count = set_links_active(links=queryset, active=True)
+        self.message_user(request, f"{count} link(s) enabled.")
 
     def save_model(self, request, obj, form, change):
-        if not obj.slug:
-            obj.slug = generate_slug()
-        super().save_model(request, obj, form, change)
+        if change:
+            update_link(link=obj, **{name: form.cleaned_data[name] for name in form.changed_data})
+            return
+        # Adding goes through the same service as POST /: a URL that has its
+        # canonical link gets that link back, not a duplicate.
+        link, created = shorten_url(
+            url=form.cleaned_data["original_url"],
+            expires_at=form.cleaned_data["expires_at"],
+            max_clicks=form.cleaned_data["max_clicks"],
+        )
+        obj.pk = link.pk
+        obj.refresh_from_db()
+        if not created:
+            self.message_user(request, f"This URL already had a link: /{link.slug}", messages.INFO)
 
 
 @admin.register(APIKey)

@@ -1,23 +1,73 @@
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
+
+from links.destinations import validate_destination
+
+# Plenty for any campaign, and far inside every database's integer range.
+MAX_CLICK_LIMIT = 2**31 - 1
+
+
+class LinkStatus(models.TextChoices):
+    ACTIVE = "active", "Active"
+    DISABLED = "disabled", "Disabled"
+    EXPIRED = "expired", "Expired"
+    EXHAUSTED = "exhausted", "Click limit reached"
+
+
+def _status_rules(now):
+    """The one definition of a link's state: each status that stops a link
+    from being followed, in order of precedence, as an SQL condition and as
+    the same condition on a loaded link. A link matching none is active."""
+    return (
+        (LinkStatus.DISABLED, Q(is_active=False), lambda link: not link.is_active),
+        (
+            LinkStatus.EXPIRED,
+            Q(expires_at__lte=now),
+            lambda link: link.expires_at is not None and link.expires_at <= now,
+        ),
+        (
+            LinkStatus.EXHAUSTED,
+            Q(max_clicks__isnull=False, clicks__gte=F("max_clicks")),
+            lambda link: link.max_clicks is not None and link.clicks >= link.max_clicks,
+        ),
+    )
+
+
+class LinkQuerySet(models.QuerySet):
+    def with_status(self, status: LinkStatus) -> "LinkQuerySet":
+        earlier = Q()
+        for rule_status, condition, _ in _status_rules(timezone.now()):
+            if rule_status == status:
+                return self.filter(condition).exclude(earlier) if earlier else self.filter(condition)
+            earlier |= condition
+        return self.exclude(earlier)
+
+    def followable(self) -> "LinkQuerySet":
+        return self.with_status(LinkStatus.ACTIVE)
 
 
 class Link(models.Model):
     """A short slug that redirects to an original URL."""
 
     slug = models.CharField(max_length=64, unique=True, editable=False)
-    original_url = models.TextField()
+    original_url = models.TextField(validators=[validate_destination])
     # The one plain, auto-generated link of a URL: what "same URL -> same
-    # slug" returns. Custom aliases and links with limits are not canonical.
+    # slug" returns to every client, so it never carries limits (see clean()).
     is_canonical = models.BooleanField(default=False, editable=False)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
 
     is_active = models.BooleanField(default=True)
     expires_at = models.DateTimeField(null=True, blank=True)
-    max_clicks = models.PositiveIntegerField(null=True, blank=True)
+    max_clicks = models.PositiveIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1), MaxValueValidator(MAX_CLICK_LIMIT)]
+    )
     clicks = models.PositiveBigIntegerField(default=0)
     last_clicked_at = models.DateTimeField(null=True, blank=True)
+
+    objects = LinkQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at"]
@@ -35,12 +85,35 @@ class Link(models.Model):
         return f"{self.slug} -> {self.original_url}"
 
     @property
-    def is_expired(self) -> bool:
-        return self.expires_at is not None and self.expires_at <= timezone.now()
+    def status(self) -> LinkStatus:
+        for status, _, applies in _status_rules(timezone.now()):
+            if applies(self):
+                return status
+        return LinkStatus.ACTIVE
 
-    @property
-    def is_exhausted(self) -> bool:
-        return self.max_clicks is not None and self.clicks >= self.max_clicks
+    def clean(self) -> None:
+        # One client's limit must never cut off the others who were given the
+        # same canonical link.
+        if self.is_canonical and (self.expires_at is not None or self.max_clicks is not None):
+            message = (
+                "This is the shared link of its URL, so it cannot have an expiry or a click limit; "
+                "create a separate link with them instead."
+            )
+            raise ValidationError(
+                {name: message for name in ("expires_at", "max_clicks") if getattr(self, name) is not None}
+            )
+
+
+class LinkTableVersion(models.Model):
+    """One row whose `version` grows with every committed change to a link that
+    could change a redirect (see migration 0002's triggers, which keep it in
+    the writer's own transaction whatever wrote the row). Redirect caches
+    compare it to the version they were filled under."""
+
+    version = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"links version {self.version}"
 
 
 class DailyClicks(models.Model):
@@ -56,6 +129,19 @@ class DailyClicks(models.Model):
 
     def __str__(self) -> str:
         return f"{self.link.slug} {self.day}: {self.count}"
+
+
+class RateLimitBucket(models.Model):
+    """The times of one client's recent requests of one kind (a sliding window),
+    updated under a row lock so that concurrent workers cannot both take the
+    last slot."""
+
+    key = models.CharField(max_length=200, primary_key=True)
+    hits = models.JSONField(default=list)
+    updated_at = models.FloatField(db_index=True)
+
+    def __str__(self) -> str:
+        return f"{self.key}: {len(self.hits)} recent"
 
 
 class APIKey(models.Model):

@@ -3,7 +3,8 @@
 from django.conf import settings
 from django.http import HttpRequest
 
-from links.models import Link
+from links.errors import URL_NOT_FOUND, LinkUnavailable
+from links.models import Link, LinkStatus
 
 
 def build_short_url(*, slug: str, request: HttpRequest) -> str:
@@ -13,5 +14,13 @@ def build_short_url(*, slug: str, request: HttpRequest) -> str:
     return f"{base}/{slug}"
 
 
-def get_link(*, slug: str) -> Link | None:
-    return Link.objects.filter(slug=slug).first()
+def get_followable_link(*, slug: str) -> Link:
+    """The link behind `slug` if it may be followed now; else LinkUnavailable
+    with what a visitor is told (Link.status decides)."""
+    link = Link.objects.filter(slug=slug).first()
+    if link is None:
+        raise LinkUnavailable(status=404, message=URL_NOT_FOUND)
+    status = link.status
+    if status != LinkStatus.ACTIVE:
+        raise LinkUnavailable.for_status(status)
+    return link

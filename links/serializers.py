@@ -1,64 +1,26 @@
-from urllib.parse import urlsplit, urlunsplit
-
-from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.core.validators import RegexValidator, URLValidator
+from django.core.validators import RegexValidator
 from django.utils import timezone
-from django.utils.encoding import iri_to_uri, punycode
 from rest_framework import serializers
 
-from links.models import DailyClicks, Link
+from links.destinations import INVALID_URL, normalize_destination
+from links.models import MAX_CLICK_LIMIT, DailyClicks, Link, LinkStatus
 from links.selectors import build_short_url
 from links.services import is_reserved_slug
 
-INVALID_URL = "Invalid URL format"
-DEFAULT_PORTS = {"http": 80, "https": 443}
-
-http_url_validator = URLValidator(schemes=["http", "https"])
 custom_slug_validator = RegexValidator(
     r"\A[A-Za-z0-9_-]{3,64}\Z",
     "A slug is 3 to 64 characters of letters, digits, '_' and '-'.",
 )
 
 
-def to_ascii_url(url: str) -> str:
-    """The same URL with an IDNA host and a percent-encoded path and query,
-    so that it can travel in a Location header."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if not netloc.isascii():
-        userinfo, at, hostport = netloc.rpartition("@")
-        host, colon, port = hostport.rpartition(":")
-        if not colon or not port.isdigit():
-            host, colon, port = hostport, "", ""
-        netloc = f"{userinfo}{at}{punycode(host)}{colon}{port}"
-    rest = iri_to_uri(urlunsplit(("", "", parts.path, parts.query, parts.fragment)))
-    return f"{parts.scheme}://{netloc}{rest}"
-
-
-def _host_and_port(url: str) -> tuple[str, int | None]:
-    parts = urlsplit(url)
-    return (parts.hostname or "").rstrip("."), parts.port or DEFAULT_PORTS.get(parts.scheme)
-
-
-def points_at_this_site(url: str, *, request) -> bool:
-    """Whether `url` would redirect back to this shortener (a loop)."""
-    own = [request.build_absolute_uri("/")]
-    if settings.PUBLIC_BASE_URL:
-        own.append(settings.PUBLIC_BASE_URL)
-    host, port = _host_and_port(url)
-    for own_url in own:
-        own_host, own_port = _host_and_port(own_url)
-        # Ports are compared only when both are explicit: http://sho.rt and
-        # https://sho.rt are the same site behind one proxy.
-        defaults = DEFAULT_PORTS.values()
-        if host == own_host and (port == own_port or port in defaults or own_port in defaults):
-            return True
-    return False
-
-
 class StrictCharField(serializers.CharField):
-    """A string, and only a string: numbers are not quietly turned into text."""
+    """A string, and only a string, taken as sent: numbers are not quietly
+    turned into text and whitespace is not quietly trimmed."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("trim_whitespace", False)
+        super().__init__(**kwargs)
 
     def to_internal_value(self, data):
         if not isinstance(data, str):
@@ -67,44 +29,45 @@ class StrictCharField(serializers.CharField):
 
 
 class DestinationURLField(StrictCharField):
-    """An absolute http(s) URL, returned in its ASCII form."""
+    """A URL that `links.destinations` accepts, in its ASCII form."""
 
     default_error_messages = {"invalid": INVALID_URL}
 
     def __init__(self, **kwargs):
-        kwargs.setdefault("max_length", settings.MAX_URL_LENGTH)
-        kwargs.setdefault("trim_whitespace", False)
-        kwargs.setdefault("error_messages", {"max_length": INVALID_URL, "blank": INVALID_URL})
+        kwargs.setdefault(
+            "error_messages", {"blank": INVALID_URL, "required": INVALID_URL, "null": INVALID_URL}
+        )
         super().__init__(**kwargs)
 
     def to_internal_value(self, data):
         value = super().to_internal_value(data)
+        request = self.context.get("request")
         try:
-            http_url_validator(value)
-            urlsplit(value).port  # noqa: B018 - raises on a port beyond 65535
-        except (DjangoValidationError, ValueError):
-            self.fail("invalid")
-        ascii_url = to_ascii_url(value)
-        if len(ascii_url) > settings.MAX_URL_LENGTH:
-            self.fail("invalid")
-        return ascii_url
+            return normalize_destination(value, request_host=request.get_host() if request else "")
+        except DjangoValidationError as refusal:
+            raise serializers.ValidationError(refusal.messages, code=refusal.code) from None
+
+
+class FutureDateTimeField(serializers.DateTimeField):
+    default_error_messages = {"past": "must be in the future"}
+
+    def to_internal_value(self, value):
+        moment = super().to_internal_value(value)
+        if moment <= timezone.now():
+            self.fail("past")
+        return moment
+
+
+class ClickLimitField(serializers.IntegerField):
+    def __init__(self, **kwargs):
+        super().__init__(min_value=1, max_value=MAX_CLICK_LIMIT, **kwargs)
 
 
 class CreateLinkSerializer(serializers.Serializer):
-    url = DestinationURLField(error_messages={"required": INVALID_URL, "null": INVALID_URL})
+    url = DestinationURLField()
     slug = StrictCharField(required=False, validators=[custom_slug_validator])
-    expires_at = serializers.DateTimeField(required=False)
-    max_clicks = serializers.IntegerField(required=False, min_value=1)
-
-    def validate_url(self, value: str) -> str:
-        if points_at_this_site(value, request=self.context["request"]):
-            raise serializers.ValidationError(INVALID_URL)
-        return value
-
-    def validate_expires_at(self, value):
-        if value <= timezone.now():
-            raise serializers.ValidationError("must be in the future")
-        return value
+    expires_at = FutureDateTimeField(required=False)
+    max_clicks = ClickLimitField(required=False)
 
     def validate_slug(self, value: str) -> str:
         if is_reserved_slug(value):
@@ -134,9 +97,12 @@ class LinkSerializer(serializers.ModelSerializer):
 
 
 class ErrorSerializer(serializers.Serializer):
-    """Every error body: {"error": "<message>"}."""
+    """Every error body: {"error": "<one sentence>"}, with "detail" (why a URL
+    was refused) or "fields" (each invalid input) where they help."""
 
     error = serializers.CharField()
+    detail = serializers.CharField(required=False)
+    fields = serializers.DictField(required=False)
 
 
 class DailyClicksSerializer(serializers.ModelSerializer):
@@ -147,7 +113,8 @@ class DailyClicksSerializer(serializers.ModelSerializer):
 
 class LinkSummarySerializer(serializers.ModelSerializer):
     short_url = ShortURLField()
-    status = serializers.SerializerMethodField()
+    # Link.status: active, disabled, expired, or exhausted (click limit reached).
+    status = serializers.ChoiceField(choices=LinkStatus.choices, read_only=True)
 
     class Meta:
         model = Link
@@ -165,20 +132,11 @@ class LinkSummarySerializer(serializers.ModelSerializer):
         ]
         read_only_fields = ["slug", "original_url", "created_at", "clicks", "last_clicked_at"]
 
-    def get_status(self, link: Link) -> str:
-        """active, disabled, expired, or exhausted (click limit reached)."""
-        if not link.is_active:
-            return "disabled"
-        if link.is_expired:
-            return "expired"
-        if link.is_exhausted:
-            return "exhausted"
-        return "active"
-
 
 class LinkDetailSerializer(LinkSummarySerializer):
     daily_clicks = DailyClicksSerializer(many=True, read_only=True)
-    max_clicks = serializers.IntegerField(required=False, allow_null=True, min_value=1)
+    expires_at = FutureDateTimeField(required=False, allow_null=True)
+    max_clicks = ClickLimitField(required=False, allow_null=True)
 
     class Meta(LinkSummarySerializer.Meta):
         fields = [*LinkSummarySerializer.Meta.fields, "daily_clicks"]

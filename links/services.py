@@ -3,14 +3,17 @@
 import hashlib
 import secrets
 import string
+import time
 from datetime import datetime
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import F, QuerySet, Value
+from django.db.models.functions import Greatest
 from django.utils import timezone
 
-from links.models import APIKey, Link
+from links.models import APIKey, Link, LinkStatus, LinkTableVersion, RateLimitBucket
 
 API_KEY_PREFIX = "shk_"
 
@@ -70,15 +73,36 @@ def shorten_url(
     Without a custom slug or limits, a URL has one canonical link, returned
     again on every later call. A custom slug names its own link (SlugTaken
     when it already names another URL); limits always make a new link, since
-    sharing one would let one client's limits cut off another's.
+    sharing one would let one client's limits cut off another's. A URL whose
+    canonical link an operator disabled gets no new link (ValidationError).
     """
+    if slug is None and expires_at is None and max_clicks is None:
+        existing = Link.objects.filter(original_url=url, is_canonical=True).first()
+        if existing is not None and existing.status == LinkStatus.ACTIVE:
+            return existing, False
+    refuse_disabled_url(url=url)
     if slug is not None:
         return _create_custom_link(url=url, slug=slug, expires_at=expires_at, max_clicks=max_clicks)
-    if expires_at is None and max_clicks is None:
-        existing = Link.objects.filter(original_url=url, is_canonical=True).first()
-        if existing is not None:
-            return existing, False
     return _create_generated_link(url=url, expires_at=expires_at, max_clicks=max_clicks)
+
+
+def refuse_disabled_url(*, url: str) -> None:
+    """An operator who disables a URL's canonical link (phishing, spam) has
+    disabled the URL: no new link may lead there (ValidationError)."""
+    if Link.objects.filter(original_url=url, is_canonical=True, is_active=False).exists():
+        raise ValidationError(
+            {"url": ValidationError("This URL has been disabled on this site.", code="disabled")}
+        )
+
+
+def _insert(**fields) -> Link:
+    """A new link, checked by the model's own rules first. Uniqueness is left
+    to the database, which decides races (IntegrityError)."""
+    link = Link(**fields)
+    link.full_clean(validate_unique=False, validate_constraints=False)
+    with transaction.atomic():
+        link.save(force_insert=True)
+    return link
 
 
 def _create_generated_link(
@@ -87,14 +111,13 @@ def _create_generated_link(
     canonical = expires_at is None and max_clicks is None
     for _ in range(MAX_SLUG_ATTEMPTS):
         try:
-            with transaction.atomic():
-                link = Link.objects.create(
-                    slug=generate_slug(),
-                    original_url=url,
-                    is_canonical=canonical,
-                    expires_at=expires_at,
-                    max_clicks=max_clicks,
-                )
+            link = _insert(
+                slug=generate_slug(),
+                original_url=url,
+                is_canonical=canonical,
+                expires_at=expires_at,
+                max_clicks=max_clicks,
+            )
             return link, True
         except IntegrityError:
             # Either a concurrent request created this URL's canonical link
@@ -110,11 +133,7 @@ def _create_custom_link(
     *, url: str, slug: str, expires_at: datetime | None, max_clicks: int | None
 ) -> tuple[Link, bool]:
     try:
-        with transaction.atomic():
-            link = Link.objects.create(
-                slug=slug, original_url=url, expires_at=expires_at, max_clicks=max_clicks
-            )
-        return link, True
+        return _insert(slug=slug, original_url=url, expires_at=expires_at, max_clicks=max_clicks), True
     except IntegrityError:
         existing = Link.objects.filter(slug=slug).first()
         if existing is not None and existing.original_url == url:
@@ -154,16 +173,62 @@ def hash_api_key(plain: str) -> str:
 
 
 def update_link(*, link: Link, **changes) -> Link:
-    """Change what may change of a link: is_active, expires_at, max_clicks."""
+    """Change what may change of a link: is_active, expires_at, max_clicks.
+    The model's rules check the changed fields (ValidationError)."""
     allowed = {"is_active", "expires_at", "max_clicks"}
     unknown = set(changes) - allowed
     if unknown:
         raise ValueError(f"cannot change {sorted(unknown)}")
     for name, value in changes.items():
         setattr(link, name, value)
-    link.save(update_fields=list(changes))
+    unchanged = [field.name for field in Link._meta.fields if field.name not in changes]
+    link.full_clean(exclude=unchanged, validate_unique=False, validate_constraints=False)
+    with transaction.atomic():
+        link.save(update_fields=list(changes))
     return link
 
 
+def set_links_active(*, links: QuerySet, active: bool) -> int:
+    with transaction.atomic():
+        return links.update(is_active=active)
+
+
 def delete_link(*, link: Link) -> None:
-    link.delete()
+    with transaction.atomic():
+        link.delete()
+
+
+def mark_links_changed(*, above: int = 0) -> None:
+    """Tell every redirect cache that links changed, for writers that bypass
+    the triggers (a restored database): the version becomes larger than both
+    its current value and `above` (a version seen before the change)."""
+    with transaction.atomic():
+        LinkTableVersion.objects.filter(pk=1).update(version=Greatest(F("version"), Value(above)) + 1)
+
+
+def check_database_writable() -> None:
+    """A real write that commits (DatabaseError when the database is read-only,
+    its disk full or its file gone). It changes no value, so no cache notices."""
+    with transaction.atomic():
+        LinkTableVersion.objects.filter(pk=1).update(version=F("version"))
+
+
+def take_rate_slot(*, key: str, limit: int, period: float) -> float | None:
+    """Take one of `limit` requests per `period` seconds for `key` (a sliding
+    window): None when taken, else the seconds until one frees up. The row lock
+    (SQLite: the IMMEDIATE transaction's write lock) makes concurrent workers
+    queue, so no two can take the last slot."""
+    now = time.time()
+    with transaction.atomic():
+        bucket, _ = RateLimitBucket.objects.select_for_update().get_or_create(
+            key=key, defaults={"updated_at": now}
+        )
+        recent = [hit for hit in bucket.hits if hit > now - period]
+        if len(recent) >= limit:
+            return recent[-limit] + period - now
+        bucket.hits = [*recent, now]
+        bucket.updated_at = now
+        bucket.save(update_fields=["hits", "updated_at"])
+        # Buckets of clients who went quiet are of no use any more.
+        RateLimitBucket.objects.filter(updated_at__lt=now - period).delete()
+    return None

@@ -2,6 +2,7 @@ import io
 
 import segno
 from django.conf import settings
+from django.db import DatabaseError
 from django.http import HttpResponse, HttpResponsePermanentRedirect, JsonResponse
 from django.shortcuts import render
 from django.utils.decorators import method_decorator
@@ -14,6 +15,7 @@ from drf_spectacular.utils import (
     inline_serializer,
 )
 from rest_framework import filters, generics, serializers, status
+from rest_framework.exceptions import ParseError
 from rest_framework.permissions import BasePermission, IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -21,34 +23,25 @@ from rest_framework.views import APIView
 from links import selectors
 from links.authentication import APIKeyAuthentication
 from links.clicks import click_counter
-from links.exceptions import CLICK_LIMIT_REACHED, LINK_EXPIRED, URL_NOT_FOUND
-from links.models import APIKey, Link
+from links.errors import Conflict, LinkUnavailable, error_response
+from links.models import APIKey, Link, LinkStatus
 from links.serializers import (
-    INVALID_URL,
     CreateLinkSerializer,
     ErrorSerializer,
     LinkDetailSerializer,
     LinkSerializer,
     LinkSummarySerializer,
 )
-from links.services import SlugTaken, delete_link, shorten_url, take_limited_click, update_link
+from links.services import (
+    SlugTaken,
+    check_database_writable,
+    delete_link,
+    shorten_url,
+    take_limited_click,
+    update_link,
+)
 from links.throttling import AnonymousLinkCreationThrottle
 from links.visitors import is_counted_visit
-
-
-class JsonErrorResponse(JsonResponse):
-    def __init__(self, message: str, *, status: int, **kwargs):
-        super().__init__({"error": message}, status=status, **kwargs)
-
-
-def describe_errors(errors: dict) -> str:
-    """One clear sentence for a failed creation request. Any problem with the
-    URL keeps the contract's exact text."""
-    if "url" in errors:
-        return INVALID_URL
-    field, messages = next(iter(errors.items()))
-    message = messages[0] if isinstance(messages, list) else messages
-    return f"{field}: {message}" if field != "non_field_errors" else str(message)
 
 
 class CreateLinkPermission(BasePermission):
@@ -92,17 +85,13 @@ class HealthAndCreateView(APIView):
     )
     def post(self, request):
         if not isinstance(request.data, dict):
-            return Response({"error": "The body must be a JSON object"}, status=400)
+            raise ParseError("The body must be a JSON object")
         serializer = CreateLinkSerializer(data=request.data, context={"request": request})
-        if not serializer.is_valid():
-            return Response({"error": describe_errors(serializer.errors)}, status=400)
+        serializer.is_valid(raise_exception=True)
         try:
             link, created = shorten_url(**serializer.validated_data)
         except SlugTaken as taken:
-            return Response(
-                {"error": f"The slug '{taken}' is already taken by another URL"},
-                status=status.HTTP_409_CONFLICT,
-            )
+            raise Conflict(f"The slug '{taken}' is already taken by another URL") from None
         body = LinkSerializer(link, context={"request": request}).data
         return Response(body, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
@@ -142,52 +131,41 @@ class LinkDetailView(ManagementAPIMixin, generics.RetrieveUpdateDestroyAPIView):
         delete_link(link=instance)
 
 
-class LinkUnavailable(Exception):
-    """The link exists but may not be followed now."""
-
-    def __init__(self, *, status: int, message: str):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-def followable_link(slug: str):
-    """The link behind `slug` if it may be followed now; raises LinkUnavailable."""
-    link = selectors.get_link(slug=slug)
-    # A disabled link is as good as gone for visitors: 404, like an unknown one.
-    if link is None or not link.is_active:
-        raise LinkUnavailable(status=404, message=URL_NOT_FOUND)
-    if link.is_expired:
-        raise LinkUnavailable(status=410, message=LINK_EXPIRED)
-    if link.is_exhausted:
-        raise LinkUnavailable(status=410, message=CLICK_LIMIT_REACHED)
-    return link
-
-
 def unavailable_response(request, error: LinkUnavailable):
     """JSON for API clients; a small page for a browser that asks for HTML."""
     if error.status == 410 and "text/html" in request.headers.get("Accept", ""):
         return render(request, "links/gone.html", {"message": error.message}, status=410)
-    return JsonErrorResponse(error.message, status=error.status)
+    return error_response(error.message, status=error.status)
 
 
 # Nothing here changes state; exempt so a stray POST gets the JSON 405,
 # not an HTML CSRF failure page.
 @method_decorator(csrf_exempt, name="dispatch")
-class LinkRedirectView(View):
-    """`GET /<slug>`: a 308 to the original URL, counting the click."""
+class VisitorView(View):
+    """A read-only page of a link, for anyone: GET and HEAD, JSON errors."""
 
     http_method_names = ["get", "head", "options"]
 
-    def get(self, request, slug: str):
+    def dispatch(self, request, *args, **kwargs):
         try:
-            link = followable_link(slug)
+            return super().dispatch(request, *args, **kwargs)
         except LinkUnavailable as error:
             return unavailable_response(request, error)
+
+    def http_method_not_allowed(self, request, *args, **kwargs):
+        allowed = ", ".join(m.upper() for m in self._allowed_methods())
+        return error_response("Method not allowed", status=405, headers={"Allow": allowed})
+
+
+class LinkRedirectView(VisitorView):
+    """`GET /<slug>`: a 308 to the original URL, counting the click."""
+
+    def get(self, request, slug: str):
+        link = selectors.get_followable_link(slug=slug)
         counted = is_counted_visit(method=request.method, user_agent=request.headers.get("User-Agent", ""))
         if counted and link.max_clicks is not None:
             if not take_limited_click(link_id=link.pk):
-                return unavailable_response(request, LinkUnavailable(status=410, message=CLICK_LIMIT_REACHED))
+                raise LinkUnavailable.for_status(LinkStatus.EXHAUSTED)
             click_counter.record(link.pk, already_counted=True)
         elif counted:
             click_counter.record(link.pk)
@@ -197,43 +175,40 @@ class LinkRedirectView(View):
         response["Cache-Control"] = "no-store"
         return response
 
-    def http_method_not_allowed(self, request, *args, **kwargs):
-        allowed = ", ".join(m.upper() for m in self._allowed_methods())
-        return JsonErrorResponse("Method not allowed", status=405, headers={"Allow": allowed})
 
-
-class LinkPreviewView(View):
+class LinkPreviewView(VisitorView):
     """`GET /<slug>+`: where a link goes, before going there."""
 
     def get(self, request, slug: str):
-        try:
-            link = followable_link(slug)
-        except LinkUnavailable as error:
-            return unavailable_response(request, error)
+        link = selectors.get_followable_link(slug=slug)
         context = {"link": link, "short_url": selectors.build_short_url(slug=link.slug, request=request)}
         return render(request, "links/preview.html", context)
 
 
-class LinkQRCodeView(View):
-    """`GET /<slug>/qr.svg` and `/<slug>/qr.png`: the short URL as a QR code."""
+class LinkQRCodeView(VisitorView):
+    """`GET /<slug>/qr.svg` and `/<slug>/qr.png`: the short URL as a QR code,
+    for exactly the links the redirect would follow."""
 
     content_types = {"svg": "image/svg+xml", "png": "image/png"}
 
     def get(self, request, slug: str, image_format: str):
-        link = selectors.get_link(slug=slug)
-        if link is None:
-            return JsonErrorResponse(URL_NOT_FOUND, status=404)
+        link = selectors.get_followable_link(slug=slug)
         short_url = selectors.build_short_url(slug=link.slug, request=request)
         buffer = io.BytesIO()
         segno.make(short_url, error="m").save(buffer, kind=image_format, scale=8, border=2)
         response = HttpResponse(buffer.getvalue(), content_type=self.content_types[image_format])
-        response["Cache-Control"] = "public, max-age=86400"
+        # Not cached: it must stop with the link (disabled, expired).
+        response["Cache-Control"] = "no-store"
         return response
 
 
-def json_not_found(request, exception=None):
-    return JsonErrorResponse("Not found", status=404)
+class DatabaseHealthView(VisitorView):
+    """`GET /healthz`: 200 only while the database can be read and written
+    (the container's health check); `GET /` stays the contract's plain 200."""
 
-
-def json_server_error(request):
-    return JsonErrorResponse("Internal server error", status=500)
+    def get(self, request):
+        try:
+            check_database_writable()
+        except DatabaseError as error:
+            return error_response(f"The database cannot be written: {error}", status=503)
+        return JsonResponse({"status": "ok", "database": "writable"})

@@ -13,6 +13,15 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
 
+# Local development: scripts/run_local.sh writes data/local.env (DJANGO_DEBUG=1),
+# so manage.py works in a checkout without hand-set variables. It can never
+# switch a deployment to DEBUG: data/ is left out of git, the images
+# (.dockerignore) and deploys (deploy.sh, the scp route), compose never reads
+# it, and a variable the environment sets always wins (the tests', a container's).
+LOCAL_ENV_FILE = BASE_DIR / "data" / "local.env"
+if LOCAL_ENV_FILE.is_file():
+    environ.Env.read_env(LOCAL_ENV_FILE, overwrite=False)
+
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
 
 # Production (DEBUG off) refuses to start without a real secret: a default
@@ -68,6 +77,11 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
+
+# A CSRF failure answers in the site's one error shape.
+CSRF_FAILURE_VIEW = "links.errors.json_csrf_failure"
+# Link requests are a few hundred bytes; nginx allows 16 KiB.
+DATA_UPLOAD_MAX_MEMORY_SIZE = 64 * 1024
 
 # Slugs are case-sensitive and never end in "/": redirecting "/abc" to "/abc/"
 # would break the contract.
@@ -161,7 +175,7 @@ REST_FRAMEWORK = {
     # client address; never read the header again (a client could forge it).
     "NUM_PROXIES": 0,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "EXCEPTION_HANDLER": "links.exceptions.json_exception_handler",
+    "EXCEPTION_HANDLER": "links.errors.api_exception_handler",
     "UNAUTHENTICATED_USER": None,
 }
 

@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.urls import path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from links import views
+from links import errors, views
 
 urlpatterns = [
     path("", views.HealthAndCreateView.as_view(), name="health-and-create"),
@@ -13,8 +13,14 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     re_path(r"^(?P<slug>[^/]+)\+$", views.LinkPreviewView.as_view(), name="preview"),
     re_path(r"^(?P<slug>[^/]+)/qr\.(?P<image_format>svg|png)$", views.LinkQRCodeView.as_view(), name="qr"),
+    path("healthz", views.DatabaseHealthView.as_view(), name="healthz"),
     path("<str:slug>", views.LinkRedirectView.as_view(), name="redirect"),
+    # Everything else: the JSON 404 as a view, so that DEBUG's technical 404
+    # page (which lists every URL pattern) is never served either.
+    re_path(r"^", errors.json_not_found),
 ]
 
-handler404 = "links.views.json_not_found"
-handler500 = "links.views.json_server_error"
+handler400 = "links.errors.json_bad_request"
+handler403 = "links.errors.json_permission_denied"
+handler404 = "links.errors.json_not_found"
+handler500 = "links.errors.json_server_error"

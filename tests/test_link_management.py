@@ -282,7 +282,7 @@ def test_detail_shows_statistics(api, client):
 
 
 def test_patch_disables_and_changes_limits(api, client):
-    slug = create(client, {"url": "https://example.com/patch"}).json()["short_slug"]
+    slug = create(client, {"url": "https://example.com/patch", "slug": "patch-me"}).json()["short_slug"]
     response = api.patch(
         f"/api/links/{slug}/", json.dumps({"is_active": False}), content_type="application/json"
     )
@@ -323,7 +323,10 @@ def test_patch_rejects_bad_values_with_json(api, client):
         f"/api/links/{slug}/", json.dumps({"max_clicks": 0}), content_type="application/json"
     )
     assert response.status_code == 400
-    assert "max_clicks" in response.json()
+    assert response.json() == {
+        "error": "max_clicks: Ensure this value is greater than or equal to 1.",
+        "fields": {"max_clicks": ["Ensure this value is greater than or equal to 1."]},
+    }
 
 
 def test_delete_answers_204_and_the_link_is_gone(api, client):
