@@ -8,20 +8,27 @@ redirect fast path all build their bodies with `error_response`, so the bytes
 are the same whichever layer answered.
 """
 
+import logging
+
 from django.core.exceptions import DisallowedHost, RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import DatabaseError
 from django.http import JsonResponse
 from rest_framework import exceptions as drf_exceptions
+from rest_framework.response import Response
 from rest_framework.serializers import as_serializer_error
 from rest_framework.views import exception_handler
 
 from links.destinations import INVALID_URL
 from links.models import LinkStatus
 
+logger = logging.getLogger(__name__)
+
 # What a visitor is told, by Django's views and the redirect fast path alike.
 URL_NOT_FOUND = "URL not found"
 LINK_EXPIRED = "This link has expired"
 CLICK_LIMIT_REACHED = "This link has reached its click limit"
+DATABASE_UNAVAILABLE = "The database is unavailable, try again shortly"
 
 # Why a link that exists cannot be followed: (status, message) by its status.
 UNAVAILABLE = {
@@ -113,6 +120,11 @@ def api_exception_handler(exc, context):
     (full_clean in the services) answers 400 like a serializer's."""
     if isinstance(exc, DjangoValidationError):
         exc = drf_exceptions.ValidationError(detail=as_serializer_error(exc))
+    if isinstance(exc, DatabaseError):
+        # Locked past the busy timeout, read-only, or a full disk: nothing was
+        # committed (the transaction rolled back), so the client may retry.
+        logger.error("database error answering %s: %s", context["request"].path, exc)
+        return Response(error_body(DATABASE_UNAVAILABLE), status=503, headers={"Retry-After": "5"})
     response = exception_handler(exc, context)
     if response is None:
         return None

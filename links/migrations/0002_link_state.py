@@ -15,6 +15,10 @@ BUMP = "UPDATE links_linktableversion SET version = version + 1 WHERE id = 1"
 SQLITE_TRIGGERS = [
     f"CREATE TRIGGER links_link_changed AFTER UPDATE ON links_link WHEN {CHANGED} BEGIN {BUMP}; END",
     f"CREATE TRIGGER links_link_deleted AFTER DELETE ON links_link BEGIN {BUMP}; END",
+    # The row outlives `manage.py flush` and stray deletes: were it recreated,
+    # its version would start again at a value some cache was filled under.
+    "CREATE TRIGGER links_linktableversion_kept BEFORE DELETE ON links_linktableversion "
+    "BEGIN SELECT RAISE(IGNORE); END",
 ]
 POSTGRESQL_TRIGGERS = [
     f"CREATE FUNCTION links_link_bump_version() RETURNS trigger AS $$ BEGIN {BUMP}; RETURN NULL; END $$ "
@@ -23,13 +27,23 @@ POSTGRESQL_TRIGGERS = [
     f"WHEN ({CHANGED.replace(' IS NOT ', ' IS DISTINCT FROM ')}) EXECUTE FUNCTION links_link_bump_version()",
     "CREATE TRIGGER links_link_deleted AFTER DELETE ON links_link FOR EACH ROW "
     "EXECUTE FUNCTION links_link_bump_version()",
+    "CREATE FUNCTION links_linktableversion_keep() RETURNS trigger AS $$ BEGIN RETURN NULL; END $$ "
+    "LANGUAGE plpgsql",
+    "CREATE TRIGGER links_linktableversion_kept BEFORE DELETE ON links_linktableversion FOR EACH ROW "
+    "EXECUTE FUNCTION links_linktableversion_keep()",
 ]
 DROP = {
-    "sqlite": ["DROP TRIGGER links_link_changed", "DROP TRIGGER links_link_deleted"],
+    "sqlite": [
+        "DROP TRIGGER links_link_changed",
+        "DROP TRIGGER links_link_deleted",
+        "DROP TRIGGER links_linktableversion_kept",
+    ],
     "postgresql": [
         "DROP TRIGGER links_link_changed ON links_link",
         "DROP TRIGGER links_link_deleted ON links_link",
+        "DROP TRIGGER links_linktableversion_kept ON links_linktableversion",
         "DROP FUNCTION links_link_bump_version()",
+        "DROP FUNCTION links_linktableversion_keep()",
     ],
 }
 

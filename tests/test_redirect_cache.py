@@ -1,0 +1,220 @@
+"""RedirectFastPath and ClickCounter in-process, on the real SQLite test database:
+every kind of writer invalidates, inside its own transaction, and a failed write
+leaves nothing that the cache and the database disagree on."""
+
+import asyncio
+import json
+import sqlite3
+import time
+from contextlib import contextmanager
+from datetime import timedelta
+
+import pytest
+from django.db import connection, transaction
+from django.utils import timezone
+
+from links.clicks import ClickCounter
+from links.fastpath import DELEGATE, RedirectFastPath
+from links.models import DailyClicks, Link
+from links.services import mark_links_changed, shorten_url, update_link
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+URL = "https://example.com/cached"
+
+
+@pytest.fixture
+def database_path() -> str:
+    return connection.settings_dict["NAME"]
+
+
+@pytest.fixture
+def fast_path(database_path) -> RedirectFastPath:
+    return RedirectFastPath(database_path=database_path)
+
+
+@pytest.fixture
+def link() -> Link:
+    link, _ = shorten_url(url=URL, slug="cached-link")
+    return link
+
+
+def answers_redirect(fast_path: RedirectFastPath, slug: str) -> bool:
+    entry = fast_path.lookup(slug)
+    assert entry is not None, "the link should exist"
+    if entry is DELEGATE:
+        return False
+    assert entry.location == URL.encode()
+    return True
+
+
+@contextmanager
+def failing_writes_to(table: str, when: str = "1"):
+    """A real SQLite error inside the writer's transaction, as a full disk or a
+    read-only file gives: every UPDATE of `table` aborts."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"CREATE TRIGGER fail_on_purpose BEFORE UPDATE ON {table} WHEN {when} "
+            "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+        )
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("DROP TRIGGER fail_on_purpose")
+
+
+@pytest.mark.parametrize(
+    "write",
+    [
+        pytest.param(lambda link: update_link(link=link, is_active=False), id="service"),
+        pytest.param(lambda link: Link.objects.filter(pk=link.pk).update(is_active=False), id="update"),
+        pytest.param(
+            lambda link: Link.objects.bulk_update([Link(pk=link.pk, is_active=False)], ["is_active"]),
+            id="bulk_update",
+        ),
+        pytest.param(lambda link: link.delete(), id="delete"),
+    ],
+)
+def test_a_change_made_while_a_redirect_is_served_is_seen_after_the_commit(fast_path, link, write):
+    assert answers_redirect(fast_path, link.slug)
+    with transaction.atomic():
+        write(link)
+        # Another worker answers between the write and the commit: it sees the
+        # committed row, and may cache it.
+        assert answers_redirect(fast_path, link.slug)
+    assert fast_path.lookup(link.slug) in (DELEGATE, None)
+    assert not Link.objects.followable().filter(slug=link.slug).exists()
+
+
+def test_a_miss_loaded_inside_the_window_is_not_kept_either(fast_path, link):
+    # The cache is cold; the first lookup happens between the write and the commit.
+    with transaction.atomic():
+        Link.objects.filter(pk=link.pk).update(is_active=False)
+        assert answers_redirect(fast_path, link.slug)
+    assert fast_path.lookup(link.slug) is DELEGATE
+
+
+def test_raw_sql_from_another_connection_invalidates(fast_path, link, database_path):
+    assert answers_redirect(fast_path, link.slug)
+    with sqlite3.connect(database_path) as other:
+        other.execute("UPDATE links_link SET is_active = 0 WHERE slug = ?", (link.slug,))
+    assert fast_path.lookup(link.slug) is DELEGATE
+
+
+def test_a_rolled_back_change_invalidates_nothing_and_changes_nothing(fast_path, link):
+    assert answers_redirect(fast_path, link.slug)
+    with pytest.raises(RuntimeError), transaction.atomic():
+        Link.objects.filter(pk=link.pk).update(is_active=False)
+        raise RuntimeError("the admin's form failed after the write")
+    assert answers_redirect(fast_path, link.slug)
+    assert Link.objects.get(pk=link.pk).is_active
+
+
+def test_counting_clicks_does_not_clear_the_cache(fast_path, link):
+    assert answers_redirect(fast_path, link.slug)
+    counter = ClickCounter()
+    counter.record(link.pk)
+    assert counter.flush() == 1
+    assert fast_path._cache, "a click flush must leave the cache warm"
+    assert answers_redirect(fast_path, link.slug)
+
+
+def test_quick_successive_changes_each_invalidate(fast_path, link):
+    # The old key (inode, mtime) repeated within a clock tick; a version cannot.
+    for round_number in range(50):
+        active = round_number % 2 == 1
+        Link.objects.filter(pk=link.pk).update(is_active=active)
+        assert answers_redirect(fast_path, link.slug) is active, round_number
+
+
+def test_the_version_only_grows(link):
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT version FROM links_linktableversion")
+        (before,) = cursor.fetchone()
+        Link.objects.filter(pk=link.pk).update(is_active=False)
+        mark_links_changed(above=before + 1000)
+        cursor.execute("SELECT version FROM links_linktableversion")
+        (after,) = cursor.fetchone()
+    assert after == before + 1001  # max(before + 1, before + 1000) + 1
+
+
+def test_a_failed_write_leaves_the_link_and_the_cache_agreeing(client, fast_path, link, api_key):
+    assert answers_redirect(fast_path, link.slug)
+    with failing_writes_to("links_linktableversion"):
+        response = client.patch(
+            f"/api/links/{link.slug}/",
+            json.dumps({"is_active": False}),
+            content_type="application/json",
+            HTTP_AUTHORIZATION=f"Bearer {api_key}",
+        )
+    assert response.status_code == 503
+    assert response.json() == {"error": "The database is unavailable, try again shortly"}
+    # Nothing was committed: the link is still active, and still redirects.
+    assert Link.objects.get(pk=link.pk).is_active
+    assert answers_redirect(fast_path, link.slug)
+
+
+def test_the_health_check_fails_while_the_database_cannot_be_written(client, link):
+    assert client.get("/healthz").json() == {"status": "ok", "database": "writable"}
+    with failing_writes_to("links_linktableversion"):
+        response = client.get("/healthz")
+        assert response.status_code == 503
+        assert response.json()["error"].startswith("The database cannot be written")
+        # The contract's health answer is unchanged.
+        assert (client.get("/").status_code, client.get("/").json()) == (200, {"status": "ok"})
+    assert client.get("/healthz").status_code == 200
+
+
+def handle(fast_path: RedirectFastPath, path: str, *, host: bytes = b"testserver"):
+    """One request through the ASGI fast path: (answered, status or None)."""
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "method": "GET", "path": path, "headers": [(b"host", host)]}
+    answered = asyncio.run(fast_path.handle(scope, send))
+    return answered, (sent[0]["status"] if sent else None)
+
+
+def test_an_expiry_ends_a_cached_redirect_without_any_write(fast_path):
+    shorten_url(url=URL, slug="expiring", expires_at=timezone.now() + timedelta(seconds=1))
+    assert handle(fast_path, "/expiring") == (True, 308)
+    time.sleep(1.1)
+    # Handed to Django, which answers 410.
+    assert handle(fast_path, "/expiring") == (False, None)
+
+
+def test_hosts_django_refuses_are_refused_by_the_fast_path_too(fast_path, link):
+    assert handle(fast_path, f"/{link.slug}", host=b"testserver") == (True, 308)
+    assert handle(fast_path, f"/{link.slug}", host=b"evil.example") == (True, 400)
+    assert handle(fast_path, "/NoSuchSlug", host=b"evil.example:80") == (True, 400)
+
+
+def test_click_flush_keeps_the_tally_when_the_write_fails(link):
+    counter = ClickCounter()
+    for _ in range(3):
+        counter.record(link.pk)
+    with failing_writes_to("links_link", "NEW.clicks != OLD.clicks"):
+        assert counter.flush() == 0
+    assert Link.objects.get(pk=link.pk).clicks == 0
+    assert counter.flush() == 3
+    link.refresh_from_db()
+    assert link.clicks == 3
+    assert DailyClicks.objects.get(link=link).count == 3
+
+
+def test_clicks_of_a_deleted_link_are_dropped(link):
+    counter = ClickCounter()
+    counter.record(link.pk)
+    link.delete()
+    assert counter.flush() == 1
+    assert not DailyClicks.objects.exists()
+
+
+@pytest.fixture
+def api_key() -> str:
+    from links.services import issue_api_key
+
+    return issue_api_key(name="cache-tests")[1]
