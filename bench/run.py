@@ -38,12 +38,17 @@ from pathlib import Path
 import httpx
 
 BENCH_DIR = Path(__file__).resolve().parent
-PROJECT_DIR = BENCH_DIR.parent
-COMPOSE = ["docker", "compose", "-f", "docker-compose.prod.yml", "-p", "shortener-bench"]
-NGINX_IMAGE = "nginx:1.28-bookworm"
-COPY_IGNORE = shutil.ignore_patterns(
-    ".git", ".venv", "data", "staticfiles", "__pycache__", ".env", "results", ".pytest_cache", ".ruff_cache"
+sys.path.insert(0, str(BENCH_DIR.parent))
+from tests.project import (  # noqa: E402 - the project folder is on the path only now
+    COMPOSE_FILE,
+    PROJECT_DIR,
+    compose_environment,
+    copy_project,
+    free_port,
 )
+
+COMPOSE = ["docker", "compose", "-f", COMPOSE_FILE, "-p", "shortener-bench"]
+NGINX_IMAGE = "nginx:1.28-bookworm"
 
 
 @dataclass
@@ -61,14 +66,6 @@ class WrkResult:
 
 def log(message: str) -> None:
     print(f"[bench] {message}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def to_ms(value: str) -> float:
@@ -133,16 +130,8 @@ class Bench:
         self.workdir = workdir
         self.http_port = free_port()
         self.base_url = f"http://127.0.0.1:{self.http_port}"
-        self.env = {
-            **os.environ,
-            "HTTP_PORT": str(self.http_port),
-            "HTTP_BIND": "127.0.0.1",
-            "BACKEND_SUBNET": "172.31.250.0/24",
-            "APP_IPV4": "172.31.250.10",
-            "PROXY_IPV4": "172.31.250.20",
-        }
-        shutil.copytree(PROJECT_DIR, workdir / "project", ignore=COPY_IGNORE)
-        self.project = workdir / "project"
+        self.env = compose_environment(http_port=self.http_port, backend_net="10.254.250")
+        self.project = copy_project(workdir / "project")
         (self.project / ".env").write_text(
             f"DJANGO_SECRET_KEY={secrets.token_urlsafe(40)}\nDJANGO_ALLOWED_HOSTS=*\n"
             f"WEB_CONCURRENCY={workers}\nSHORTENER_REDIRECT_FAST_PATH={int(fast_path)}\n"

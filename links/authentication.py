@@ -28,3 +28,8 @@ class APIKeyAuthentication(authentication.BaseAuthentication):
 
     def authenticate_header(self, request):
         return self.keyword
+
+
+# drf-spectacular finds the schema's description of this scheme (links/schema.py)
+# only once it is imported: importing it with the class makes that certain.
+from links import schema  # noqa: E402, F401

