@@ -330,6 +330,8 @@ class S3Destination:
         if self._client is None:
             import boto3
 
+            # Which credentials and endpoint it found is not news in a backup's output.
+            logging.getLogger("botocore").setLevel(logging.WARNING)
             # The standard chain: instance profile on EC2, ~/.aws or AWS_* variables
             # elsewhere; AWS_ENDPOINT_URL is honoured by boto3 itself.
             self._client = boto3.client("s3")
@@ -394,6 +396,7 @@ def aws_errors(action: str) -> Iterator[None]:
     except BackupError:
         raise
     except Exception as error:
+        from boto3.exceptions import Boto3Error
         from botocore.exceptions import BotoCoreError, ClientError
 
         if isinstance(error, ClientError):
@@ -401,7 +404,7 @@ def aws_errors(action: str) -> Iterator[None]:
             raise BackupError(
                 f"{action}: AWS refused: {details.get('Code', '?')}: {details.get('Message', error)}"
             ) from error
-        if isinstance(error, BotoCoreError):
+        if isinstance(error, (BotoCoreError, Boto3Error)):
             raise BackupError(f"{action}: {error}") from error
         raise
 
