@@ -213,10 +213,34 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env.str("DJANGO_LOG_LEVEL", default="INFO")},
 }
 
+# HTTPS mode: the public address is https (nginx terminates TLS, see
+# docker-compose.https.yml). Then cookies travel over HTTPS only and the admin's
+# forms may be posted from that origin.
+HTTPS_MODE = PUBLIC_BASE_URL.startswith("https://")
+if HTTPS_MODE and PUBLIC_BASE_URL not in CSRF_TRUSTED_ORIGINS:
+    CSRF_TRUSTED_ORIGINS = [*CSRF_TRUSTED_ORIGINS, PUBLIC_BASE_URL]
+
 if not DEBUG:
-    SESSION_COOKIE_SECURE = env.bool("DJANGO_SECURE_COOKIES", default=False)
+    SESSION_COOKIE_SECURE = env.bool("DJANGO_SECURE_COOKIES", default=HTTPS_MODE)
     CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
     SECURE_CONTENT_TYPE_NOSNIFF = True
+
+# Whether a request came over HTTPS is decided by uvicorn, which turns nginx's
+# X-Forwarded-Proto into the request's scheme only when it comes from nginx's
+# address (FORWARDED_ALLOW_IPS). SECURE_PROXY_SSL_HEADER stays unset on
+# purpose: Django would then believe that header from any peer.
+SECURE_PROXY_SSL_HEADER = None
+
+if HTTPS_MODE:
+    # Both are nginx's job here, because the redirect fast path answers before
+    # Django's middleware: nginx sends HSTS on every HTTPS answer, redirects
+    # included, and answers plain HTTP with a 308 to https (nginx/app.conf,
+    # nginx/entrypoint.sh; tests/test_https_stack.py). Django redirecting too
+    # would also break the site while it serves HTTP waiting for a certificate.
+    SILENCED_SYSTEM_CHECKS = [
+        "security.W004",  # SECURE_HSTS_SECONDS: nginx sends Strict-Transport-Security
+        "security.W008",  # SECURE_SSL_REDIRECT: nginx redirects HTTP to HTTPS
+    ]
 
 # whitenoise serves the admin's files with synchronous iterators, which Django's
 # ASGI handler consumes in a thread: correct, and harmless for a few small files.
