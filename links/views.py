@@ -1,4 +1,5 @@
 import io
+from http import HTTPStatus
 
 import segno
 from django.conf import settings
@@ -212,3 +213,19 @@ class DatabaseHealthView(VisitorView):
         except DatabaseError as error:
             return error_response(f"The database cannot be written: {error}", status=503)
         return JsonResponse({"status": "ok", "database": "writable"})
+
+
+def third_party_api_view(view, *, methods=("GET", "HEAD")):
+    """drf-spectacular's schema and Swagger views render their own errors (as
+    YAML, or a missing template for OPTIONS): answer those in the site's shape."""
+
+    @csrf_exempt  # read-only: a stray POST gets the 405, not a CSRF failure
+    def answer(request, *args, **kwargs):
+        if request.method not in methods:
+            return error_response("Method not allowed", status=405, headers={"Allow": ", ".join(methods)})
+        response = view(request, *args, **kwargs)
+        if response.status_code >= 400:
+            return error_response(HTTPStatus(response.status_code).phrase, status=response.status_code)
+        return response
+
+    return answer
