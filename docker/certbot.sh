@@ -3,6 +3,7 @@
 #
 #   shortener-certbot loop            get the certificate, then try to renew it twice a day
 #   shortener-certbot renew [ARGS]    one renewal now (e.g. --force-renewal), same settings
+#   shortener-certbot issue           one attempt at the first certificate
 #
 # Settings (environment): HTTPS_DOMAIN (required), ACME_EMAIL, ACME_SERVER
 # (the ACME directory; Let's Encrypt production by default), ACME_CA_BUNDLE
@@ -79,6 +80,9 @@ case "${1:-loop}" in
     have_certificate || { log "no certificate for $DOMAIN to renew"; exit 1; }
     renew --no-random-sleep-on-renew "$@"
     ;;
+  issue)
+    issue
+    ;;
   loop)
     trap 'exit 0' TERM INT
     while :; do
@@ -96,7 +100,7 @@ case "${1:-loop}" in
     done
     ;;
   *)
-    echo "usage: shortener-certbot [loop | renew [certbot renew options]]" >&2
+    echo "usage: shortener-certbot [loop | issue | renew [certbot renew options]]" >&2
     exit 2
     ;;
 esac
