@@ -44,6 +44,20 @@ from links.services import (
 from links.throttling import AnonymousLinkCreationThrottle
 from links.visitors import is_counted_visit
 
+ERROR_MEANINGS = {
+    400: 'Invalid input: {"error": "<sentence>", "fields": {"<field>": ["<problem>"]}}',
+    401: "Missing, wrong or revoked API key",
+    404: "No such link, or no such page of results",
+    413: "The request body is too large",
+    415: "The body is not JSON",
+    429: "Too many links created from this address",
+    503: "The database is unavailable; nothing was changed, try again shortly",
+}
+
+
+def documented_errors(*codes: int) -> dict:
+    return {code: OpenApiResponse(ErrorSerializer, ERROR_MEANINGS[code]) for code in codes}
+
 
 class CreateLinkPermission(BasePermission):
     """Anyone may create links unless SHORTENER_REQUIRE_API_KEY (a private instance)."""
@@ -77,10 +91,13 @@ class HealthAndCreateView(APIView):
         responses={
             201: OpenApiResponse(LinkSerializer, "A new link"),
             200: OpenApiResponse(LinkSerializer, "The URL already had this link"),
-            400: OpenApiResponse(ErrorSerializer, 'Invalid input, e.g. {"error": "Invalid URL format"}'),
+            400: OpenApiResponse(
+                ErrorSerializer,
+                'Invalid input, e.g. {"error": "Invalid URL format"}; a refused URL may add "detail"',
+            ),
             401: OpenApiResponse(ErrorSerializer, "Wrong API key, or none where one is required"),
             409: OpenApiResponse(ErrorSerializer, "The custom slug is taken by another URL"),
-            429: OpenApiResponse(ErrorSerializer, "Too many links created from this address"),
+            **documented_errors(413, 415, 429, 503),
         },
         auth=[{}, {"BearerAPIKey": []}],
     )
@@ -103,7 +120,11 @@ class ManagementAPIMixin:
     lookup_field = "slug"
 
 
-@extend_schema_view(get=extend_schema(summary="List links"))
+@extend_schema_view(
+    get=extend_schema(
+        summary="List links", responses={200: LinkSummarySerializer, **documented_errors(401, 404)}
+    )
+)
 class LinkListView(ManagementAPIMixin, generics.ListAPIView):
     """Links, newest first; `?search=` on slug and URL, `?ordering=` by created_at or clicks."""
 
@@ -116,9 +137,18 @@ class LinkListView(ManagementAPIMixin, generics.ListAPIView):
 
 
 @extend_schema_view(
-    get=extend_schema(summary="A link with its statistics"),
-    patch=extend_schema(summary="Enable, disable, or change a link's limits"),
-    delete=extend_schema(summary="Delete a link"),
+    get=extend_schema(
+        summary="A link with its statistics",
+        responses={200: LinkDetailSerializer, **documented_errors(401, 404)},
+    ),
+    patch=extend_schema(
+        summary="Enable, disable, or change a link's limits",
+        responses={200: LinkDetailSerializer, **documented_errors(400, 401, 404, 413, 415, 503)},
+    ),
+    delete=extend_schema(
+        summary="Delete a link",
+        responses={204: OpenApiResponse(description="Deleted"), **documented_errors(401, 404, 503)},
+    ),
 )
 class LinkDetailView(ManagementAPIMixin, generics.RetrieveUpdateDestroyAPIView):
     queryset = Link.objects.prefetch_related("daily_clicks")
