@@ -1,0 +1,47 @@
+"""Cost of one redirect-cache hit in the fast path, in-process (no HTTP):
+the PRAGMA data_version check that every request makes, against a plain
+dictionary hit and against the os.stat() of the earlier generation file.
+
+    DJANGO_DEBUG=1 .venv/bin/python bench/lookup_cost.py
+"""
+
+import os
+import sqlite3
+import sys
+import tempfile
+import timeit
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "shortener_site.settings")
+data = Path(tempfile.mkdtemp(prefix="lookup-cost-"))
+os.environ["SHORTENER_DATA_DIR"] = str(data)
+os.environ["SQLITE_PATH"] = str(data / "bench.sqlite3")
+
+import django  # noqa: E402
+
+django.setup()
+from django.core.management import call_command  # noqa: E402
+
+from links.fastpath import RedirectFastPath  # noqa: E402
+
+call_command("migrate", verbosity=0)
+call_command("seed_links", "--count", "1000", "--quiet", verbosity=0)
+with sqlite3.connect(data / "bench.sqlite3") as db:
+    slugs = [slug for (slug,) in db.execute("SELECT slug FROM links_link")]
+fast_path = RedirectFastPath(database_path=data / "bench.sqlite3")
+for slug in slugs:
+    fast_path.lookup(slug)
+generation_file = data / "generation"
+generation_file.write_text("0")
+
+rounds = 200_000
+slug = slugs[0]
+cache = fast_path._cache
+results = {
+    "dictionary hit only": timeit.timeit(lambda: cache[slug], number=rounds),
+    "os.stat of a file (the old check)": timeit.timeit(lambda: os.stat(generation_file), number=rounds),
+    "lookup() with PRAGMA data_version": timeit.timeit(lambda: fast_path.lookup(slug), number=rounds),
+}
+for name, seconds in results.items():
+    print(f"{name:40} {seconds / rounds * 1e9:8.0f} ns")
