@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from tests.browser import chromium_page
+from tests.project import BROWSER_USER_AGENT
 
 pytestmark = pytest.mark.browser
 
@@ -67,15 +68,10 @@ def test_an_unknown_short_link_shows_the_json_error(live_site):
         assert '"URL not found"' in page.content()
 
 
-BROWSER_UA = (
-    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36"
-)
-
-
 def test_preview_page_continues_to_the_target_and_counts_the_click(live_site, landing_server):
     target = f"{landing_server}/after-preview"
     slug = httpx.post(live_site.base_url + "/", json={"url": target}).json()["short_slug"]
-    with chromium_page(user_agent=BROWSER_UA) as page:
+    with chromium_page(user_agent=BROWSER_USER_AGENT) as page:
         page.goto(f"{live_site.base_url}/{slug}+")
         assert page.inner_text("#destination") == target
         qr_loaded = page.eval_on_selector("img", "img => img.complete && img.naturalWidth > 0")

@@ -33,6 +33,15 @@ def run_tool(*command: str) -> subprocess.CompletedProcess:
     return result
 
 
+def test_docs_postman_md_gives_the_tested_tools_and_options():
+    guide = (PROJECT_DIR / "docs" / "postman.md").read_text()
+    pinned = json.loads((PROJECT_DIR / "tests" / "postman" / "package.json").read_text())["dependencies"]
+    assert f"openapi-to-postmanv2@{pinned['openapi-to-postmanv2']}" in guide
+    assert f"newman@{pinned['newman']}" in guide
+    assert f"-O {CONVERTER_OPTIONS}" in guide
+    assert "--env-var bearerToken=" in guide
+
+
 def test_the_converted_collection_works_with_only_the_key_set(tmp_path):
     converter, newman = npm_tool("openapi2postmanv2"), npm_tool("newman")
     with running_site(tmp_path / "data", workers=1) as (site, _process):
