@@ -8,8 +8,8 @@ if [ "$(id -u)" = 0 ]; then
     s3://*) ;;
     "") ;;
     *)
-      mkdir -p "$BACKUP_DEST"
-      chown app:app "$BACKUP_DEST"
+      # A folder that cannot be made is reported by the backup itself (logs, health).
+      { mkdir -p "$BACKUP_DEST" && chown app:app "$BACKUP_DEST"; } || true
       ;;
   esac
   exec setpriv --reuid=app --regid=app --init-groups -- "$@"
