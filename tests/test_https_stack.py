@@ -6,6 +6,7 @@ Let's Encrypt's test CA, over http-01 on the stack's own private network
 Every HTTPS request is verified against pebble's root, for the test's name."""
 
 import io
+import json
 import re
 import socket
 import ssl
@@ -352,3 +353,82 @@ def test_forced_renewal_changes_the_served_serial_without_a_failed_request(stack
     for kind, statuses in results.items():
         assert statuses, kind
         assert set(statuses) == {308}, (kind, [s for s in statuses if s != 308][:5])
+
+
+def raw_exchange(port: int, request: bytes, *, root_pem: str | None = None) -> tuple[int, dict, bytes]:
+    """One raw request (HTTPS when root_pem is given): status, headers, body."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        sock = tls_context(root_pem, alpn=False).wrap_socket(raw, server_hostname=DOMAIN) if root_pem else raw
+        sock.sendall(request)
+        answer = b""
+        while b"\r\n\r\n" not in answer or len(answer.split(b"\r\n\r\n", 1)[1]) < content_length(answer):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    head, body = answer.split(b"\r\n\r\n", 1)
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {name.lower(): value.strip() for name, value in (line.split(":", 1) for line in lines[1:])}
+    return int(lines[0].split()[1]), headers, body
+
+
+def content_length(answer: bytes) -> int:
+    match = re.search(rb"\r\ncontent-length: *(\d+)", answer, flags=re.IGNORECASE)
+    return int(match.group(1)) if match else 1 << 30
+
+
+def test_nginx_own_errors_are_the_apps_json_bytes_over_https_and_http(stack):
+    host = f"Host: {DOMAIN}\r\n".encode()
+    cases = {
+        "no Host": (b"GET / HTTP/1.1\r\n\r\n", 400, "Bad request"),
+        "garbage request line": (b"GARBAGE\r\n\r\n", 400, "Bad request"),
+        "unknown method": (b"FOO / HTTP/1.1\r\n" + host + b"\r\n", 405, "Method not allowed"),
+        "TRACE": (b"TRACE /x HTTP/1.1\r\n" + host + b"\r\n", 405, "Method not allowed"),
+        "body too large": (
+            b"POST / HTTP/1.1\r\n"
+            + host
+            + b"Content-Type: application/json\r\nContent-Length: 20000\r\n\r\n"
+            + b"x" * 20000,
+            413,
+            "Request body too large",
+        ),
+        "URI too long": (
+            b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\n" + host + b"\r\n",
+            414,
+            "Request URI too long",
+        ),
+        "headers too large": (
+            b"GET / HTTP/1.1\r\n" + host + b"X-Big: " + b"a" * 40000 + b"\r\n\r\n",
+            431,
+            "Request headers too large",
+        ),
+    }
+    for name, (request, status, message) in cases.items():
+        for port, root in ((stack.https_port, stack.root_pem), (stack.http_port, None)):
+            if name == "body too large" and root is None:
+                continue  # plain HTTP redirects before reading a body
+            got_status, headers, body = raw_exchange(port, request, root_pem=root)
+            assert got_status == status, (name, port, got_status, body[:200])
+            assert headers["content-type"] == "application/json", (name, port)
+            assert body == json.dumps({"error": message}).encode(), (name, port, body)
+
+
+def test_only_bearer_requests_skip_nginx_creation_limit(stack):
+    def burst(authorization: str | None) -> list[httpx.Response]:
+        headers = {"Authorization": authorization} if authorization else {}
+        with https_client(stack) as client:
+            answers = [
+                https(client, "POST", "/", json={"url": "not a url"}, headers=headers) for _ in range(70)
+            ]
+        time.sleep(5)  # the bucket refills (10 a second, bursts of 40)
+        return answers
+
+    for authorization in (None, "Basic eDp5", "Bearerish token", "Bearer"):
+        limited = [r for r in burst(authorization) if r.status_code == 429]
+        assert limited, authorization
+        assert limited[0].content == json.dumps({"error": "Too many requests, slow down"}).encode()
+        assert limited[0].headers["content-type"] == "application/json"
+        assert limited[0].headers["retry-after"] == "1"
+        assert limited[0].headers["strict-transport-security"].startswith("max-age=")
+    keyed = burst("Bearer shk_not-a-real-key")
+    assert 429 not in {r.status_code for r in keyed}
