@@ -33,6 +33,7 @@ def test_shell_scripts_are_shellcheck_clean():
         *map(str, SCRIPTS.glob("*.sh")),
         str(PROJECT_DIR / ".ci/run"),
         str(PROJECT_DIR / "docker/app-entrypoint.sh"),
+        str(PROJECT_DIR / "docker/backup-entrypoint.sh"),
     ]
     result = subprocess.run(["shellcheck", "--severity=style", *scripts], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
@@ -267,3 +268,114 @@ def test_missing_region_gives_a_clear_error(aws_env):
     assert result.returncode == 2
     assert "no AWS region set" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# --- the backup bucket -------------------------------------------------------------------------
+
+
+def aws_client(service: str, aws_env: dict):
+    import boto3
+
+    return boto3.client(
+        service,
+        endpoint_url=aws_env["AWS_ENDPOINT_URL"],
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+
+
+def bucket_exists(s3, bucket: str) -> bool:
+    return bucket in {b["Name"] for b in s3.list_buckets()["Buckets"]}
+
+
+def test_backup_bucket_outlives_the_instance_until_deleted_on_request(aws_env, ec2, tmp_path):
+    from tests.test_backup import fresh_database, manage, slugs_and_urls
+
+    s3, iam = aws_client("s3", aws_env), aws_client("iam", aws_env)
+    bucket = "shortener-backups-kit"
+    args = [
+        "scripts/provision_ec2.py",
+        "up",
+        "--name",
+        "bk",
+        "--key-dir",
+        str(tmp_path),
+        "--backup-bucket",
+        bucket,
+    ]
+    first = run_script(*args, env=aws_env)
+    assert first.returncode == 0, first.stderr
+    assert f"BACKUP_DEST=s3://{bucket}/bk" in first.stdout
+    assert "AWS_DEFAULT_REGION=us-east-1" in first.stdout
+    assert first.stdout.strip().splitlines()[-1].endswith("amazonaws.com")
+
+    # Private, versioned, encrypted, old versions expire.
+    assert s3.get_bucket_versioning(Bucket=bucket)["Status"] == "Enabled"
+    (rule,) = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]["Rules"]
+    assert rule["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
+    block = s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"]
+    assert block == {
+        "BlockPublicAcls": True,
+        "IgnorePublicAcls": True,
+        "BlockPublicPolicy": True,
+        "RestrictPublicBuckets": True,
+    }
+    (lifecycle,) = s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+    assert lifecycle["NoncurrentVersionExpiration"]["NoncurrentDays"] == 30
+
+    # The instance carries a profile whose role may write to that bucket only,
+    # and its metadata service answers containers (IMDSv2, two hops).
+    (instance,) = live_instances(ec2, "bk")
+    assert instance["IamInstanceProfile"]["Arn"].endswith("instance-profile/bk-backup")
+    assert instance["MetadataOptions"]["HttpTokens"] == "required"
+    assert instance["MetadataOptions"]["HttpPutResponseHopLimit"] == 2
+    (role,) = iam.get_instance_profile(InstanceProfileName="bk-backup")["InstanceProfile"]["Roles"]
+    trust = role["AssumeRolePolicyDocument"]
+    trust = json.loads(trust) if isinstance(trust, str) else trust
+    assert trust["Statement"][0]["Principal"] == {"Service": "ec2.amazonaws.com"}
+    policy = iam.get_role_policy(RoleName="bk-backup", PolicyName="backups")["PolicyDocument"]
+    policy = json.loads(policy) if isinstance(policy, str) else policy
+    resources = {statement["Resource"] for statement in policy["Statement"]}
+    assert resources == {f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"}
+    assert any("s3:PutObject" in statement["Action"] for statement in policy["Statement"])
+
+    again = run_script(*args, env=aws_env)
+    assert again.returncode == 0, again.stderr
+    assert len(live_instances(ec2, "bk")) == 1
+
+    # A backup taken into the bucket...
+    site = {**fresh_database(tmp_path / "site", links=7), **aws_env}
+    assert manage(site, "backup_db", f"s3://{bucket}/bk").returncode == 0
+
+    # ...survives the instance: down keeps the bucket and says so.
+    down = run_script("scripts/provision_ec2.py", "down", "--name", "bk", env=aws_env)
+    assert down.returncode == 0, down.stderr
+    assert "--delete-backup-bucket" in down.stdout
+    assert live_instances(ec2, "bk") == []
+    assert bucket_exists(s3, bucket)
+    elsewhere = {**fresh_database(tmp_path / "elsewhere"), **aws_env}
+    restored = manage(elsewhere, "restore_db", "latest", "--from", f"s3://{bucket}/bk")
+    assert restored.returncode == 0, restored.stderr
+    assert slugs_and_urls(tmp_path / "elsewhere" / "shortener.sqlite3") == slugs_and_urls(
+        tmp_path / "site" / "shortener.sqlite3"
+    )
+
+    # Only when asked: every version of every backup, the bucket and the role go.
+    s3.delete_object(Bucket=bucket, Key=s3.list_objects_v2(Bucket=bucket)["Contents"][0]["Key"])
+    deleted = run_script(
+        "scripts/provision_ec2.py", "down", "--name", "bk", "--delete-backup-bucket", bucket, env=aws_env
+    )
+    assert deleted.returncode == 0, deleted.stderr
+    assert not bucket_exists(s3, bucket)
+    assert "bk-backup" not in {r["RoleName"] for r in iam.list_roles()["Roles"]}
+    assert "bk-backup" not in {
+        p["InstanceProfileName"] for p in iam.list_instance_profiles()["InstanceProfiles"]
+    }
+
+
+def test_down_refuses_to_be_told_to_keep_or_up_to_delete_a_bucket(aws_env):
+    keep = run_script("scripts/provision_ec2.py", "down", "--backup-bucket", "x", env=aws_env)
+    assert keep.returncode == 2 and "--delete-backup-bucket" in keep.stderr
+    delete = run_script("scripts/provision_ec2.py", "up", "--delete-backup-bucket", "x", env=aws_env)
+    assert delete.returncode == 2 and "--delete-backup-bucket is for down" in delete.stderr
