@@ -114,6 +114,19 @@ def sqlite_database_path() -> Path:
     return Path(database["NAME"])
 
 
+def refuse_root_on_the_apps_files(database_path: Path) -> None:
+    """Root writing the app's database would leave root-owned -wal/-shm files
+    that the app cannot open: run as the folder's owner instead."""
+    folder = database_path.parent
+    if os.geteuid() != 0 or not folder.exists() or folder.stat().st_uid == 0:
+        return
+    raise BackupError(
+        f"running as root, but {folder} belongs to uid {folder.stat().st_uid}: run as that user "
+        "(in the stack: docker compose -f docker-compose.prod.yml run --rm --no-deps backup "
+        "python manage.py ..., not exec)"
+    )
+
+
 def integrity_problem(path: Path) -> str | None:
     """What `PRAGMA integrity_check` finds wrong with the file, or None."""
     try:
@@ -425,6 +438,7 @@ def create_backup(*, destination: str, keep: int | None = None) -> BackupResult:
     if keep is not None and keep < 1:
         raise BackupError("--keep must be at least 1 (the backup just taken)")
     database_path = sqlite_database_path()
+    refuse_root_on_the_apps_files(database_path)
     target = destination_for(destination)
     started = time.monotonic()
     name = backup_name(datetime.now(UTC))
@@ -479,6 +493,7 @@ def restore_backup(*, source: str, from_destination: str | None = None, force: b
     from links.services import mark_links_changed
 
     database_path = sqlite_database_path()
+    refuse_root_on_the_apps_files(database_path)
     started = time.monotonic()
     with no_app_serving(database_path=database_path, force=force):
         origin, name = _locate(source, from_destination=from_destination)

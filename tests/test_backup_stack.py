@@ -110,6 +110,13 @@ def test_the_backup_service_takes_backups_on_schedule_into_the_host_folder(
     # Backups run as the app's user: nothing in the volume belongs to root.
     foreign = stack.compose("exec", "-T", "app", "find", "/data", "!", "-user", "app").stdout.strip()
     assert foreign == ""
+    # `exec` runs as root, past the entrypoint: refused, it would leave root's files there.
+    as_root = stack.compose(
+        "exec", "-T", "backup", "python", "manage.py", "backup_db", "/backups", check=False
+    )
+    assert as_root.returncode == 1
+    assert "running as root, but /data belongs to uid 10001" in as_root.stderr
+    assert "run --rm --no-deps backup" in as_root.stderr
 
 
 def test_restore_is_refused_while_the_app_serves(stack, links):
