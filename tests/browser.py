@@ -7,6 +7,7 @@ from contextlib import contextmanager
 import pytest
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+LANDING_HOST = "landing.test.example"
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -14,6 +15,9 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--no-first-run",
     "--disable-sync",
+    # Names the tests' own pages are served under, resolved by the browser to
+    # loopback (a short link to a loopback address would be refused as a loop).
+    f"--host-resolver-rules=MAP {LANDING_HOST} 127.0.0.1",
 ]
 
 

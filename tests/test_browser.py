@@ -8,7 +8,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 
-from tests.browser import chromium_page
+from tests.browser import LANDING_HOST, chromium_page
 from tests.project import BROWSER_USER_AGENT
 
 pytestmark = pytest.mark.browser
@@ -31,9 +31,9 @@ class LandingPage(BaseHTTPRequestHandler):
 def landing_server():
     server = ThreadingHTTPServer(("127.0.0.1", 0), LandingPage)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    # "localhost", not 127.0.0.1: the site is on 127.0.0.1, and a link to
-    # its own host would be refused as a redirect loop.
-    yield f"http://localhost:{server.server_port}"
+    # Not a loopback name: a link to this machine would be refused as a loop.
+    # The browser resolves LANDING_HOST to 127.0.0.1 (tests/browser.py).
+    yield f"http://{LANDING_HOST}:{server.server_port}"
     server.shutdown()
 
 
