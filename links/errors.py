@@ -144,7 +144,7 @@ INVALID_HOST = "This site does not answer to that Host"
 
 def json_bad_request(request, exception=None):
     if isinstance(exception, RequestDataTooBig):
-        return error_response("The request body is too large", status=413)
+        return error_response("Request body too large", status=413)
     if isinstance(exception, DisallowedHost):
         return error_response(INVALID_HOST, status=400)
     return error_response("Bad request", status=400)

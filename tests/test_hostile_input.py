@@ -124,7 +124,7 @@ def test_brackets_inside_strings_do_not_count_as_nesting(client):
 
 def test_a_body_over_the_limit_is_a_json_413(client):
     response = create(client, {"url": "https://example.com/" + "a" * 70_000})
-    assert_json_error(response, 413, {"error": "The request body is too large"})
+    assert_json_error(response, 413, {"error": "Request body too large"})
 
 
 # --- slugs ---------------------------------------------------------------------------
