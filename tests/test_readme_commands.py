@@ -272,18 +272,15 @@ def test_the_container_commands_work_as_written_and_two_stacks_run_side_by_side(
         for block in bash_blocks():
             if block_kind(block) == RUN_STACK and not block.startswith("COMPOSE_PROJECT_NAME="):
                 outputs = reader.run_block(block)
-        # The key printed inside the container works through nginx.
-        key = next(out for command, out in outputs if "issue_api_key" in command).split()[-1]
-        reader.fill_in["shk_…"] = key
-        first_base = f"http://127.0.0.1:{first_port}"
-        assert (
-            httpx.get(f"{first_base}/api/links/", headers={"Authorization": f"Bearer {key}"}).status_code
-            == 200
-        )
-        # The README's "second stack" beside the first (which `down` stopped: start it again).
+        # `down` kept the data: up again, and the key printed inside the container works through nginx.
         subprocess.run(
             [*compose, "up", "-d", "--wait"], cwd=project, env=env, check=True, capture_output=True
         )
+        key = next(out for command, out in outputs if "issue_api_key" in command).split()[-1]
+        first_base = f"http://127.0.0.1:{first_port}"
+        listed = httpx.get(f"{first_base}/api/links/", headers={"Authorization": f"Bearer {key}"})
+        assert listed.status_code == 200
+        # The README's "second stack", beside the first.
         for block in bash_blocks():
             if block.startswith("COMPOSE_PROJECT_NAME="):
                 reader.run_block(block)
