@@ -1,3 +1,4 @@
+import json
 import os
 import subprocess
 import sys
@@ -97,3 +98,42 @@ def test_run_local_settings_file_turns_debug_on_only_where_the_environment_says_
     # The environment always wins: a container's .env, the test suite's settings.
     production = debug_in(project, {**new_user_environment(), "DJANGO_DEBUG": "0", "DJANGO_SECRET_KEY": "s"})
     assert (production.returncode, production.stdout.strip()) == (0, "False"), production.stderr
+
+
+def test_the_schema_builds_without_warnings_and_every_keyed_endpoint_asks_for_the_key(tmp_path):
+    schema_file = tmp_path / "schema.json"
+    result = run_manage(
+        "spectacular",
+        "--validate",
+        "--fail-on-warn",
+        "--format",
+        "openapi-json",
+        "--file",
+        str(schema_file),
+        env=site_env(tmp_path),
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Warning" not in result.stderr and "could not resolve" not in result.stderr
+    schema = json.loads(schema_file.read_text())
+    assert schema["components"]["securitySchemes"]["BearerAPIKey"]["scheme"] == "bearer"
+    keyed = {
+        (method.upper(), path): operation.get("security")
+        for path, operations in schema["paths"].items()
+        for method, operation in operations.items()
+        if path.startswith("/api/links/")
+    }
+    assert len(keyed) == 4  # list, detail, change, delete
+    assert all(security == [{"BearerAPIKey": []}] for security in keyed.values()), keyed
+    # POST / takes the key or none, the key first (Postman's converter uses the first).
+    assert schema["paths"]["/"]["post"]["security"] == [{"BearerAPIKey": []}, {}]
+    private = run_manage(
+        "spectacular",
+        "--format",
+        "openapi-json",
+        "--file",
+        str(tmp_path / "private.json"),
+        env=site_env(tmp_path, SHORTENER_REQUIRE_API_KEY="1"),
+    )
+    assert private.returncode == 0, private.stderr
+    private_schema = json.loads((tmp_path / "private.json").read_text())
+    assert private_schema["paths"]["/"]["post"]["security"] == [{"BearerAPIKey": []}]
