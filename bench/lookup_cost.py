@@ -5,6 +5,7 @@ dictionary hit and against the os.stat() of the earlier generation file.
     DJANGO_DEBUG=1 .venv/bin/python bench/lookup_cost.py
 """
 
+import asyncio
 import os
 import sqlite3
 import sys
@@ -29,9 +30,9 @@ call_command("migrate", verbosity=0)
 call_command("seed_links", "--count", "1000", "--quiet", verbosity=0)
 with sqlite3.connect(data / "bench.sqlite3") as db:
     slugs = [slug for (slug,) in db.execute("SELECT slug FROM links_link")]
-fast_path = RedirectFastPath(database_path=data / "bench.sqlite3")
+fast_path = RedirectFastPath.from_settings()
 for slug in slugs:
-    fast_path.lookup(slug)
+    asyncio.run(fast_path.lookup(slug))
 generation_file = data / "generation"
 generation_file.write_text("0")
 
@@ -41,7 +42,10 @@ cache = fast_path._cache
 results = {
     "dictionary hit only": timeit.timeit(lambda: cache[slug], number=rounds),
     "os.stat of a file (the old check)": timeit.timeit(lambda: os.stat(generation_file), number=rounds),
-    "lookup() with PRAGMA data_version": timeit.timeit(lambda: fast_path.lookup(slug), number=rounds),
+    # What lookup() does on a hit, without the coroutine around it.
+    "PRAGMA data_version check + dictionary hit": timeit.timeit(
+        lambda: (fast_path.links.version(), cache[slug]), number=rounds
+    ),
 }
 for name, seconds in results.items():
     print(f"{name:40} {seconds / rounds * 1e9:8.0f} ns")

@@ -132,7 +132,8 @@ def _write_batch(batch: dict[int, PendingClicks]) -> None:
         cursor.executemany(
             "INSERT INTO links_dailyclicks (link_id, day, count) "
             "SELECT id, %s, %s FROM links_link WHERE id = %s "
-            "ON CONFLICT (link_id, day) DO UPDATE SET count = count + excluded.count",
+            # Qualified: PostgreSQL finds a bare "count" ambiguous (the row or excluded).
+            "ON CONFLICT (link_id, day) DO UPDATE SET count = links_dailyclicks.count + excluded.count",
             daily_rows,
         )
 

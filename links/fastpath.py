@@ -23,21 +23,31 @@ never cached from a row that a later commit changed without the version
 moving on with it.
 """
 
+import asyncio
+import logging
 import re
 import sqlite3
+import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import psycopg
 from django.conf import settings
 from django.http.request import split_domain_port, validate_host
+from psycopg.conninfo import make_conninfo
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from links.clicks import click_counter
 from links.errors import INVALID_HOST, URL_NOT_FOUND, error_response
 from links.models import Link, LinkStatus
+from links.negotiation import prefers_html
+from links.pages import visitor_error_page
 from links.services import is_reserved_slug
 from links.visitors import is_counted_visit
+
+logger = logging.getLogger(__name__)
 
 SLUG_PATH = re.compile(r"/([A-Za-z0-9_-]{1,64})")
 COMMON_HEADERS = [
@@ -65,6 +75,28 @@ def _error_messages(message: str, status: int) -> tuple[dict, dict]:
     return start, {"type": "http.response.body", "body": body}
 
 
+def _page_messages(message: str, status: int) -> tuple[dict, dict]:
+    """The ASGI messages of Django's page for this error (a browser's answer)."""
+    page = visitor_error_page(status=status, message=message)
+    start = {
+        "type": "http.response.start",
+        "status": status,
+        "headers": [
+            (b"content-type", page["Content-Type"].encode("latin-1")),
+            (b"content-length", str(len(page.content)).encode()),
+            *COMMON_HEADERS,
+        ],
+    }
+    return start, {"type": "http.response.body", "body": page.content}
+
+
+def _accept_header(scope) -> str | None:
+    for name, value in scope["headers"]:
+        if name == b"accept":
+            return value.decode("latin-1")
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class CachedLink:
     link_id: int
@@ -78,68 +110,168 @@ DELEGATE = CachedLink(link_id=0, location=b"", valid_until=0.0)
 NEVER = float("inf")
 
 
-def _parse_db_datetime(value: str | None) -> datetime | None:
-    # Django stores aware datetimes as naive UTC text.
-    return None if value is None else datetime.fromisoformat(value).replace(tzinfo=UTC)
+LINK_QUERY = (
+    "SELECT id, original_url, is_active, expires_at, max_clicks, clicks FROM links_link WHERE slug = ?"
+)
+POSTGRES_LINK_QUERY = LINK_QUERY.replace("?", "%s")
+VERSION_QUERY = "SELECT version FROM links_linktableversion WHERE id = 1"
+# How often a PostgreSQL listener also reads the version row, in case a
+# notification was lost with its connection: the bound on a stale answer.
+VERSION_POLL_SECONDS = 1.0
+DATABASE_ERRORS = (sqlite3.Error, psycopg.Error, PoolTimeout)
 
 
-class RedirectFastPath:
-    def __init__(self, *, database_path: Path, max_entries: int = 100_000):
-        self.database_path = Path(database_path)
-        self.max_entries = max_entries
-        self._cache: dict[str, CachedLink] = {}
-        # The links version the cache was filled under, and the connection's
-        # data_version when it was last read.
-        self._version: int | None = None
-        self._data_version: int | None = None
+class SQLiteLinks:
+    """The links table read straight from the SQLite file, by a read-only
+    connection of this worker's own: a few microseconds, so it runs in the event
+    loop. Changes are seen through `PRAGMA data_version` (did another connection
+    commit?) and the version row that the triggers keep."""
+
+    blocking = False
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
         self._connection: sqlite3.Connection | None = None
-        self._hosts: dict[bytes, bool] = {}
-        self._not_found = _error_messages(URL_NOT_FOUND, 404)
-        self._bad_host = _error_messages(INVALID_HOST, 400)
+        self._data_version: int | None = None
+        self._version: int | None = None
 
     def _database(self) -> sqlite3.Connection:
         if self._connection is None:
             self._connection = sqlite3.connect(
-                f"file:{self.database_path}?mode=ro", uri=True, check_same_thread=False, timeout=5
+                f"file:{self.path}?mode=ro", uri=True, check_same_thread=False, timeout=5
             )
             self._connection.execute("PRAGMA query_only = ON")
             self._connection.execute("PRAGMA mmap_size = 134217728")
         return self._connection
 
-    def _forget_everything(self) -> None:
-        self._cache.clear()
-        self._version = self._data_version = None
+    def version(self) -> int:
+        """The links version now. Asked before a lookup, so that an entry is
+        never filed under a version newer than its row."""
+        database = self._database()
+        (data_version,) = database.execute("PRAGMA data_version").fetchone()
+        if data_version != self._data_version:
+            (self._version,) = database.execute(VERSION_QUERY).fetchone()
+            self._data_version = data_version
+        return self._version
+
+    def load(self, slug: str) -> tuple | None:
+        row = self._database().execute(LINK_QUERY, (slug,)).fetchone()
+        if row is None:
+            return None
+        link_id, url, is_active, expires_at, max_clicks, clicks = row
+        # Django stores aware datetimes as naive UTC text.
+        expires = None if expires_at is None else datetime.fromisoformat(expires_at).replace(tzinfo=UTC)
+        return link_id, url, bool(is_active), expires, max_clicks, clicks
+
+    def reset(self) -> None:
         if self._connection is not None:
             self._connection.close()
-            self._connection = None
+        self._connection = self._data_version = self._version = None
 
-    def _revalidate(self, database: sqlite3.Connection) -> None:
-        """Clear the cache if links changed since it was filled. The order
-        matters: data_version, then the version row, then (on a miss) the link,
-        so an entry is never filed under a version newer than its row."""
-        (data_version,) = database.execute("PRAGMA data_version").fetchone()
-        if data_version == self._data_version:
-            return
-        (version,) = database.execute("SELECT version FROM links_linktableversion WHERE id = 1").fetchone()
-        self._data_version = data_version
-        if version != self._version:
-            self._cache.clear()
-            self._version = version
 
-    def _load(self, database: sqlite3.Connection, slug: str) -> CachedLink | None:
-        row = database.execute(
-            "SELECT id, original_url, is_active, expires_at, max_clicks, clicks "
-            "FROM links_link WHERE slug = ?",
-            (slug,),
-        ).fetchone()
+class PostgresLinks:
+    """The links table over the network. Misses run in a thread on a small
+    connection pool of this worker's own, so the event loop never waits on
+    PostgreSQL. Changes arrive by LISTEN on a thread of the worker's own: the
+    link triggers NOTIFY at commit (never for a rollback); the version row is
+    read every VERSION_POLL_SECONDS as well, in case a notification was lost
+    with its connection. Each change moves this worker's `version` on."""
+
+    blocking = True
+
+    def __init__(self, conninfo: str, *, pool_size: int = 2):
+        self.conninfo = conninfo
+        self.pool_size = pool_size
+        self._changes = 0
+        self._pool: ConnectionPool | None = None
+        self._started = threading.Lock()
+        self._listener: threading.Thread | None = None
+
+    def version(self) -> int:
+        if self._listener is None:
+            with self._started:
+                if self._listener is None:
+                    self._listener = threading.Thread(target=self._listen, name="links-listener", daemon=True)
+                    self._listener.start()
+        return self._changes
+
+    def _changed(self) -> None:
+        self._changes += 1
+
+    def _listen(self) -> None:
+        while True:
+            try:
+                with psycopg.connect(self.conninfo, autocommit=True) as connection:
+                    connection.execute("LISTEN links_changed")
+                    # Whatever changed while nobody was listening.
+                    self._changed()
+                    (seen,) = connection.execute(VERSION_QUERY).fetchone()
+                    while True:
+                        for _notification in connection.notifies(timeout=VERSION_POLL_SECONDS):
+                            self._changed()
+                        (version,) = connection.execute(VERSION_QUERY).fetchone()
+                        if version != seen:
+                            self._changed()
+                            seen = version
+            except psycopg.Error as error:
+                logger.warning("links listener lost its connection (%s); retrying in 1 s", error)
+                self._changed()
+                time.sleep(1)
+
+    def load(self, slug: str) -> tuple | None:
+        if self._pool is None:
+            with self._started:
+                if self._pool is None:
+                    self._pool = ConnectionPool(
+                        self.conninfo, min_size=1, max_size=self.pool_size, kwargs={"autocommit": True}
+                    )
+        with self._pool.connection(timeout=5) as connection:
+            return connection.execute(POSTGRES_LINK_QUERY, (slug,)).fetchone()
+
+    def reset(self) -> None:
+        self._changed()
+
+
+def links_from_settings() -> SQLiteLinks | PostgresLinks:
+    database = settings.DATABASES["default"]
+    if database["ENGINE"] == "django.db.backends.postgresql":
+        parts = {
+            "dbname": database["NAME"],
+            "user": database.get("USER"),
+            "password": database.get("PASSWORD"),
+            "host": database.get("HOST"),
+            "port": database.get("PORT"),
+        }
+        return PostgresLinks(make_conninfo(**{key: value for key, value in parts.items() if value}))
+    return SQLiteLinks(database["NAME"])
+
+
+class RedirectFastPath:
+    def __init__(self, *, links: SQLiteLinks | PostgresLinks, max_entries: int = 100_000):
+        self.links = links
+        self.max_entries = max_entries
+        self._cache: dict[str, CachedLink] = {}
+        # The links version the cache was filled under.
+        self._version: int | None = None
+        self._hosts: dict[bytes, bool] = {}
+        self._not_found = _error_messages(URL_NOT_FOUND, 404)
+        self._not_found_page = _page_messages(URL_NOT_FOUND, 404)
+        self._bad_host = _error_messages(INVALID_HOST, 400)
+
+    @classmethod
+    def from_settings(cls) -> "RedirectFastPath":
+        return cls(links=links_from_settings())
+
+    @staticmethod
+    def _answer(row: tuple | None) -> CachedLink | None:
         if row is None:
             return None
         link_id, url, is_active, expires_at, max_clicks, clicks = row
         link = Link(
             id=link_id,
             original_url=url,
-            is_active=bool(is_active),
-            expires_at=_parse_db_datetime(expires_at),
+            is_active=is_active,
+            expires_at=expires_at,
             max_clicks=max_clicks,
             clicks=clicks,
         )
@@ -150,26 +282,36 @@ class RedirectFastPath:
         valid_until = link.expires_at.timestamp() if link.expires_at is not None else NEVER
         return CachedLink(link_id=link_id, location=url.encode("ascii"), valid_until=valid_until)
 
-    def lookup(self, slug: str) -> CachedLink | None:
+    async def lookup(self, slug: str) -> CachedLink | None:
         """The answer for `slug`: a link, None (no such link) or DELEGATE."""
         try:
-            database = self._database()
-            self._revalidate(database)
+            version = self.links.version()
+            if version != self._version:
+                self._cache.clear()
+                self._version = version
             try:
                 return self._cache[slug]
             except KeyError:
-                entry = self._load(database, slug)
-        except sqlite3.Error:
-            # No schema yet, a locked, missing or unreadable file: nothing cached
-            # can be trusted, and Django answers properly.
-            self._forget_everything()
+                pass
+            if self.links.blocking:
+                row = await asyncio.to_thread(self.links.load, slug)
+            else:
+                row = self.links.load(slug)
+            entry = self._answer(row)
+            # Kept only if no change arrived while the row was read.
+            if entry is not None and self.links.version() == version:
+                # "No such link" is not cached, so creating a link invalidates nothing.
+                if len(self._cache) >= self.max_entries:
+                    self._cache.clear()
+                self._cache[slug] = entry
+            return entry
+        except DATABASE_ERRORS:
+            # No schema yet, a locked, missing or unreachable database: nothing
+            # cached can be trusted, and Django answers properly.
+            self._cache.clear()
+            self._version = None
+            self.links.reset()
             return DELEGATE
-        if entry is not None:
-            # "No such link" is not cached, so creating a link invalidates nothing.
-            if len(self._cache) >= self.max_entries:
-                self._cache.clear()
-            self._cache[slug] = entry
-        return entry
 
     def host_allowed(self, host: bytes) -> bool:
         """Django's own rule (ALLOWED_HOSTS), remembered per Host value."""
@@ -201,11 +343,14 @@ class RedirectFastPath:
             await self._send(send, self._bad_host)
             return True
         slug = match.group(1)
-        entry = self.lookup(slug)
+        entry = await self.lookup(slug)
         if entry is None:
             if is_reserved_slug(slug):
                 return False  # a path of the site's own, such as /healthz
-            await self._send(send, self._not_found)
+            # Which answer, by links.negotiation's rule: read only here, so the
+            # redirects and curl's requests do no more work than before.
+            page = prefers_html(_accept_header(scope))
+            await self._send(send, self._not_found_page if page else self._not_found)
             return True
         if entry is DELEGATE or entry.valid_until <= time.time():
             return False

@@ -15,5 +15,5 @@ from links.fastpath import RedirectFastPath  # noqa: E402
 
 application = ShortenerApplication(
     django_application,
-    fast_path=RedirectFastPath(database_path=settings.SQLITE_PATH) if settings.REDIRECT_FAST_PATH else None,
+    fast_path=RedirectFastPath.from_settings() if settings.REDIRECT_FAST_PATH else None,
 )

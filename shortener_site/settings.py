@@ -52,6 +52,7 @@ REDIRECT_FAST_PATH = env.bool("SHORTENER_REDIRECT_FAST_PATH", default=True)
 
 SLUG_LENGTH = env.int("SHORTENER_SLUG_LENGTH", default=7)
 MAX_URL_LENGTH = env.int("SHORTENER_MAX_URL_LENGTH", default=2048)
+SITE_NAME = env.str("SHORTENER_SITE_NAME", default="Shortener")
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -112,28 +113,39 @@ SQLITE_PATH = Path(env.str("SQLITE_PATH", default=str(DATA_DIR / "shortener.sqli
 # SQLite creates the file but not its folder.
 SQLITE_PATH.parent.mkdir(parents=True, exist_ok=True)
 
-DATABASES = {
-    "default": {
-        "ENGINE": "django.db.backends.sqlite3",
-        "NAME": SQLITE_PATH,
-        "OPTIONS": {
-            # IMMEDIATE takes the write lock when a transaction starts, so two
-            # writers queue on the busy timeout instead of failing with
-            # "database is locked" when one upgrades a read lock.
-            "transaction_mode": "IMMEDIATE",
-            "timeout": 20,
-            "init_command": (
-                "PRAGMA journal_mode=WAL;"
-                "PRAGMA synchronous=NORMAL;"
-                "PRAGMA foreign_keys=ON;"
-                "PRAGMA cache_size=-20000;"
-                "PRAGMA mmap_size=134217728;"
-            ),
-        },
-        # Tests run against a real SQLite file too, never an in-memory database.
-        "TEST": {"NAME": str(DATA_DIR / "test_shortener.sqlite3")},
+# PostgreSQL when DATABASE_URL is set (postgres://user:password@host:5432/name), through
+# psycopg 3 and Django's own connection pool; else SQLite, the single-box default.
+DATABASE_URL = env.str("DATABASE_URL", default="")
+if DATABASE_URL:
+    DATABASES = {"default": env.db_url_config(DATABASE_URL)}
+    DATABASES["default"].update(
+        # The pool replaces persistent connections (CONN_MAX_AGE must stay 0).
+        CONN_MAX_AGE=0,
+        OPTIONS={"pool": {"min_size": 1, "max_size": env.int("DATABASE_POOL_SIZE", default=4)}},
+    )
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": SQLITE_PATH,
+            "OPTIONS": {
+                # IMMEDIATE takes the write lock when a transaction starts, so two
+                # writers queue on the busy timeout instead of failing with
+                # "database is locked" when one upgrades a read lock.
+                "transaction_mode": "IMMEDIATE",
+                "timeout": 20,
+                "init_command": (
+                    "PRAGMA journal_mode=WAL;"
+                    "PRAGMA synchronous=NORMAL;"
+                    "PRAGMA foreign_keys=ON;"
+                    "PRAGMA cache_size=-20000;"
+                    "PRAGMA mmap_size=134217728;"
+                ),
+            },
+            # Tests run against a real SQLite file too, never an in-memory database.
+            "TEST": {"NAME": str(DATA_DIR / "test_shortener.sqlite3")},
+        }
     }
-}
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -198,13 +210,19 @@ SPECTACULAR_SETTINGS = {
     ],
 }
 
-# Shared by all worker processes (the throttle's counters live here).
-CACHES = {
-    "default": {
-        "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
-        "LOCATION": str(SQLITE_PATH.parent / "cache"),
+# Redis when REDIS_URL is set (redis://host:6379/0): shared by every replica, it holds
+# the creation throttle's counters (links/services.take_rate_slot) and Django's cache.
+# Without it both live where every worker of one box can reach them (the database, files).
+REDIS_URL = env.str("REDIS_URL", default="")
+if REDIS_URL:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(SQLITE_PATH.parent / "cache"),
+        }
     }
-}
 
 LOGGING = {
     "version": 1,

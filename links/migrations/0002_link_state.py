@@ -20,9 +20,12 @@ SQLITE_TRIGGERS = [
     "CREATE TRIGGER links_linktableversion_kept BEFORE DELETE ON links_linktableversion "
     "BEGIN SELECT RAISE(IGNORE); END",
 ]
+# On PostgreSQL the change is also announced to every replica's listener
+# (links/fastpath.py); NOTIFY is delivered at commit, and never for a rollback.
+NOTIFY = "PERFORM pg_notify('links_changed', '')"
 POSTGRESQL_TRIGGERS = [
-    f"CREATE FUNCTION links_link_bump_version() RETURNS trigger AS $$ BEGIN {BUMP}; RETURN NULL; END $$ "
-    "LANGUAGE plpgsql",
+    f"CREATE FUNCTION links_link_bump_version() RETURNS trigger AS $$ BEGIN {BUMP}; {NOTIFY}; RETURN NULL; "
+    "END $$ LANGUAGE plpgsql",
     "CREATE TRIGGER links_link_changed AFTER UPDATE ON links_link FOR EACH ROW "
     f"WHEN ({CHANGED.replace(' IS NOT ', ' IS DISTINCT FROM ')}) EXECUTE FUNCTION links_link_bump_version()",
     "CREATE TRIGGER links_link_deleted AFTER DELETE ON links_link FOR EACH ROW "
