@@ -1,11 +1,14 @@
 """Writes: creating links and changing them."""
 
+import functools
 import hashlib
 import secrets
 import string
 import time
+import uuid
 from datetime import datetime
 
+import redis
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
@@ -215,9 +218,12 @@ def check_database_writable() -> None:
 
 def take_rate_slot(*, key: str, limit: int, period: float) -> float | None:
     """Take one of `limit` requests per `period` seconds for `key` (a sliding
-    window): None when taken, else the seconds until one frees up. The row lock
-    (SQLite: the IMMEDIATE transaction's write lock) makes concurrent workers
-    queue, so no two can take the last slot."""
+    window): None when taken, else the seconds until one frees up. Atomic across
+    threads, workers and replicas: in Redis (REDIS_URL) by one script, else in
+    the database under a row lock (SQLite: the IMMEDIATE transaction's write
+    lock), so no two requests can take the last slot."""
+    if settings.REDIS_URL:
+        return _take_rate_slot_in_redis(key=key, limit=limit, period=period)
     now = time.time()
     with transaction.atomic():
         bucket, _ = RateLimitBucket.objects.select_for_update().get_or_create(
@@ -232,3 +238,32 @@ def take_rate_slot(*, key: str, limit: int, period: float) -> float | None:
         # Buckets of clients who went quiet are of no use any more.
         RateLimitBucket.objects.filter(updated_at__lt=now - period).delete()
     return None
+
+
+# The same sliding window in one Redis script (run atomically), on Redis's own
+# clock so that replicas with skewed clocks agree. Returns nil when the slot
+# is taken, else the seconds until one frees up.
+_RATE_SLOT_SCRIPT = """
+local key, limit, period = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2])
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+redis.call('ZREMRANGEBYSCORE', key, '-inf', now - period)
+local count = redis.call('ZCARD', key)
+if count >= limit then
+  local oldest = redis.call('ZRANGE', key, count - limit, count - limit, 'WITHSCORES')
+  return tostring(tonumber(oldest[2]) + period - now)
+end
+redis.call('ZADD', key, now, ARGV[3])
+redis.call('PEXPIRE', key, math.ceil(period * 1000))
+return false
+"""
+
+
+@functools.cache
+def _redis_rate_slot_script(url: str):
+    return redis.Redis.from_url(url).register_script(_RATE_SLOT_SCRIPT)
+
+
+def _take_rate_slot_in_redis(*, key: str, limit: int, period: float) -> float | None:
+    wait = _redis_rate_slot_script(settings.REDIS_URL)(keys=[f"shortener:rate:{key}"], args=[limit, period, uuid.uuid4().hex])
+    return None if wait is None else float(wait)
