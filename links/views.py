@@ -1,11 +1,15 @@
 import io
+import math
 from http import HTTPStatus
 
 import segno
 from django.conf import settings
+from django.contrib.auth import get_user
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import DatabaseError
 from django.http import HttpResponse, HttpResponsePermanentRedirect, JsonResponse
 from django.shortcuts import render
+from django.utils.cache import patch_vary_headers
 from django.utils.decorators import method_decorator
 from django.views import View
 from django.views.decorators.csrf import csrf_exempt
@@ -18,6 +22,7 @@ from drf_spectacular.utils import (
 from rest_framework import filters, generics, serializers, status
 from rest_framework.exceptions import ParseError
 from rest_framework.permissions import BasePermission, IsAuthenticated
+from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -26,6 +31,8 @@ from links.authentication import APIKeyAuthentication
 from links.clicks import click_counter
 from links.errors import Conflict, LinkUnavailable, error_response
 from links.models import APIKey, Link, LinkStatus
+from links.negotiation import prefers_html
+from links.pages import visitor_error_page
 from links.serializers import (
     CreateLinkSerializer,
     ErrorSerializer,
@@ -83,7 +90,14 @@ class HealthAndCreateView(APIView):
         auth=[],
     )
     def get(self, request):
-        return Response({"status": "ok"})
+        # A person in a browser gets the shorten page; every other client
+        # (curl's */*, JSON clients, load balancers) the contract's health answer.
+        if prefers_html(request.headers.get("Accept")):
+            response = shorten_page(request._request)
+        else:
+            response = Response({"status": "ok"})
+        patch_vary_headers(response, ["Accept"])
+        return response
 
     @extend_schema(
         summary="Shorten a URL",
@@ -163,10 +177,102 @@ class LinkDetailView(ManagementAPIMixin, generics.RetrieveUpdateDestroyAPIView):
 
 
 def unavailable_response(request, error: LinkUnavailable):
-    """JSON for API clients; a small page for a browser that asks for HTML."""
-    if error.status == 410 and "text/html" in request.headers.get("Accept", ""):
-        return render(request, "links/gone.html", {"message": error.message}, status=410)
+    """JSON for API clients; a small page for a browser that prefers HTML
+    (the fast path answers unknown slugs by the same rule, with the same page)."""
+    if prefers_html(request.headers.get("Accept")):
+        return visitor_error_page(status=error.status, message=error.message)
     return error_response(error.message, status=error.status)
+
+
+# The shorten page: GET / for browsers, and its form's POST /links/new.
+
+SHORTEN_FORM_FIELDS = ("url", "slug", "expires_at", "max_clicks")
+
+
+def may_create_from_page(request) -> bool:
+    """Anyone may, as with POST /, except on a private instance
+    (SHORTENER_REQUIRE_API_KEY), where only the admin's staff may: a browser
+    sends no API key."""
+    if not settings.REQUIRE_API_KEY_FOR_CREATE:
+        return True
+    # From the session: DRF's views set request.user to their own (API) user.
+    user = get_user(request)
+    return user.is_active and user.is_staff
+
+
+def shorten_page(request, *, status: int = 200, **context) -> HttpResponse:
+    base_url = settings.PUBLIC_BASE_URL or f"{request.scheme}://{request.get_host()}"
+    context.setdefault("values", {})
+    context.setdefault("errors", {})
+    link = context.get("link")
+    if link is not None:
+        context["short_url"] = selectors.build_short_url(slug=link.slug, request=request)
+    context.update(form_offered=may_create_from_page(request), base_url=base_url)
+    return render(request, "links/home.html", context, status=status)
+
+
+class ShortenPageView(View):
+    """The form of the shorten page: the same permission, throttle, validation
+    (CreateLinkSerializer) and service as `POST /`, in the same order, with
+    Django's CSRF protection (a form, unlike the JSON API, can be posted by
+    another site); every outcome answers the page, with the error in it."""
+
+    http_method_names = ["get", "head", "post"]
+
+    def get(self, request):
+        return shorten_page(request)
+
+    def http_method_not_allowed(self, request, *args, **kwargs):
+        return error_response("Method not allowed", status=405, headers={"Allow": "GET, HEAD, POST"})
+
+    def post(self, request):
+        values = {name: request.POST.get(name, "") for name in SHORTEN_FORM_FIELDS}
+        if not may_create_from_page(request):
+            return shorten_page(
+                request, status=403, error="This instance creates links only with an API key."
+            )
+        throttle = AnonymousLinkCreationThrottle()
+        # DRF's Request gives the throttle what it reads (auth, client address).
+        if not throttle.allow_request(Request(request), self):
+            seconds = math.ceil(throttle.wait())
+            error = f"Too many links created from this address: try again in {seconds} seconds."
+            response = shorten_page(request, status=429, values=values, error=error)
+            response["Retry-After"] = str(seconds)
+            return response
+        # An empty optional field is not sent, as a JSON client would leave it out.
+        data = {name: value for name, value in values.items() if value != ""}
+        serializer = CreateLinkSerializer(data=data, context={"request": request})
+        if not serializer.is_valid():
+            return self.refused(request, values, status=400, errors=serializer.errors)
+        try:
+            link, created = shorten_url(**serializer.validated_data)
+        except SlugTaken as taken:
+            message = f"The alias '{taken}' is already taken by another URL; choose another."
+            return self.refused(request, values, status=409, errors={"slug": [message]})
+        except DjangoValidationError as refusal:
+            errors = {
+                "url" if name == "original_url" else name: messages
+                for name, messages in refusal.message_dict.items()
+            }
+            return self.refused(request, values, status=400, errors=errors)
+        except DatabaseError:
+            return self.refused(
+                request,
+                values,
+                status=503,
+                errors={},
+                error="The database is unavailable: try again shortly.",
+            )
+        return shorten_page(request, status=201 if created else 200, link=link, created=created)
+
+    @staticmethod
+    def refused(request, values: dict, *, status: int, errors: dict, error: str = "") -> HttpResponse:
+        errors = {name: [str(message) for message in messages] for name, messages in errors.items()}
+        if not error:
+            error = "The link was not created: " + " ".join(
+                message for messages in errors.values() for message in messages
+            )
+        return shorten_page(request, status=status, values=values, errors=errors, error=error)
 
 
 # Nothing here changes state; exempt so a stray POST gets the JSON 405,

@@ -68,8 +68,24 @@ if ! cmp -s tests/postman/package-lock.json .venv/npm-tools/package-lock.json \
   step "npm: installing openapi-to-postmanv2 and newman into .venv/npm-tools (about a minute)"
   mkdir -p .venv/npm-tools
   cp tests/postman/package.json tests/postman/package-lock.json .venv/npm-tools/
+  # This node trusts its own certificate list; let it trust the system's too, as
+  # Debian's nodejs does (a registry behind a company proxy is then reachable).
+  if [ -z "${NODE_EXTRA_CA_CERTS:-}" ] && [ -f /etc/ssl/certs/ca-certificates.crt ]; then
+    export NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt
+  fi
   PATH="$PWD/.venv/bin:$PATH" .venv/bin/npm ci --prefix .venv/npm-tools --no-audit --no-fund --loglevel=error \
     || echo "warning: npm could not install them; the Postman test will skip" >&2
+fi
+
+# axe-core, the accessibility engine the browser tests inject into the pages
+# (pinned by tests/axe/package-lock.json), the same way.
+if ! cmp -s tests/axe/package-lock.json .venv/axe-tools/package-lock.json \
+  || [ ! -f .venv/axe-tools/node_modules/axe-core/axe.min.js ]; then
+  step "npm: installing axe-core into .venv/axe-tools"
+  mkdir -p .venv/axe-tools
+  cp tests/axe/package.json tests/axe/package-lock.json .venv/axe-tools/
+  PATH="$PWD/.venv/bin:$PATH" .venv/bin/npm ci --prefix .venv/axe-tools --no-audit --no-fund --loglevel=error \
+    || echo "warning: npm could not install axe-core; the accessibility checks will skip" >&2
 fi
 
 # Arguments that choose tests by marker run as one pytest session.

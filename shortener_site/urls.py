@@ -7,6 +7,8 @@ from links import errors, views
 urlpatterns = [
     path("", views.HealthAndCreateView.as_view(), name="health-and-create"),
     path("admin/", admin.site.urls),
+    # The shorten page's form (GET / shows it to browsers). Two segments: never a slug.
+    path("links/new", views.ShortenPageView.as_view(), name="shorten-page"),
     path("api/links/", views.LinkListView.as_view(), name="api-link-list"),
     path("api/links/<str:slug>/", views.LinkDetailView.as_view(), name="api-link-detail"),
     path("api/schema/", views.third_party_api_view(SpectacularAPIView.as_view()), name="api-schema"),

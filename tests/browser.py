@@ -6,6 +6,8 @@ from contextlib import contextmanager
 
 import pytest
 
+from tests.project import PROJECT_DIR
+
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 LANDING_HOST = "landing.test.example"
 CHROMIUM_ARGS = [
@@ -21,8 +23,18 @@ CHROMIUM_ARGS = [
 ]
 
 
+# The viewports the pages are checked at: a desktop and a phone.
+DESKTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 390, "height": 844}
+
+# axe-core, installed from npm by scripts/test.sh (pinned by tests/axe/package-lock.json).
+AXE_SCRIPT = PROJECT_DIR / ".venv" / "axe-tools" / "node_modules" / "axe-core" / "axe.min.js"
+
+
 @contextmanager
-def chromium_page(*, user_agent: str | None = None) -> Iterator:
+def chromium_page(
+    *, user_agent: str | None = None, viewport: dict | None = None, permissions: list[str] | None = None
+) -> Iterator:
     if not shutil.which("chromium"):
         pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
     from playwright.sync_api import sync_playwright
@@ -30,6 +42,20 @@ def chromium_page(*, user_agent: str | None = None) -> Iterator:
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         try:
-            yield browser.new_page(user_agent=user_agent)
+            yield browser.new_page(user_agent=user_agent, viewport=viewport, permissions=permissions)
         finally:
             browser.close()
+
+
+def serious_accessibility_violations(page) -> list[str]:
+    """axe-core's serious and critical violations on the page as it is now,
+    one line each (rule, impact, the first offending elements)."""
+    if not AXE_SCRIPT.exists():
+        pytest.skip("axe-core is not installed (scripts/test.sh installs it with npm into .venv/axe-tools)")
+    page.add_script_tag(path=str(AXE_SCRIPT))
+    results = page.evaluate("() => axe.run(document, {resultTypes: ['violations']})")
+    return [
+        f"{violation['id']} ({violation['impact']}): {[node['target'] for node in violation['nodes'][:3]]}"
+        for violation in results["violations"]
+        if violation["impact"] in ("serious", "critical")
+    ]
