@@ -73,7 +73,7 @@ if ! cmp -s tests/postman/package-lock.json .venv/npm-tools/package-lock.json \
   if [ -z "${NODE_EXTRA_CA_CERTS:-}" ] && [ -f /etc/ssl/certs/ca-certificates.crt ]; then
     export NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt
   fi
-  PATH="$PWD/.venv/bin:$PATH" .venv/bin/npm ci --prefix .venv/npm-tools --no-audit --no-fund --loglevel=error \
+  PATH="$PWD/.venv/bin:$PATH" .venv/bin/npm ci --prefix .venv/npm-tools --no-audit --no-fund --no-update-notifier --loglevel=error \
     || echo "warning: npm could not install them; the Postman test will skip" >&2
 fi
 
