@@ -168,6 +168,8 @@ class SQLiteLinks:
             self._connection.close()
         self._connection = self._data_version = self._version = None
 
+    close = reset
+
 
 class PostgresLinks:
     """The links table over the network. Misses run in a thread on a small
@@ -186,6 +188,8 @@ class PostgresLinks:
         self._pool: ConnectionPool | None = None
         self._started = threading.Lock()
         self._listener: threading.Thread | None = None
+        self._listening = threading.Event()
+        self._stop = threading.Event()
 
     def version(self) -> int:
         if self._listener is None:
@@ -193,27 +197,30 @@ class PostgresLinks:
                 if self._listener is None:
                     self._listener = threading.Thread(target=self._listen, name="links-listener", daemon=True)
                     self._listener.start()
+                    # Nothing is cached before changes can be heard (once, at the first request).
+                    self._listening.wait(timeout=5)
         return self._changes
 
     def _changed(self) -> None:
         self._changes += 1
 
     def _listen(self) -> None:
-        while True:
+        while not self._stop.is_set():
             try:
                 with psycopg.connect(self.conninfo, autocommit=True) as connection:
                     connection.execute("LISTEN links_changed")
                     # Whatever changed while nobody was listening.
                     self._changed()
-                    (seen,) = connection.execute(VERSION_QUERY).fetchone()
-                    while True:
+                    self._listening.set()
+                    seen = connection.execute(VERSION_QUERY).fetchone()
+                    while not self._stop.is_set():
                         for _notification in connection.notifies(timeout=VERSION_POLL_SECONDS):
                             self._changed()
-                        (version,) = connection.execute(VERSION_QUERY).fetchone()
+                        version = connection.execute(VERSION_QUERY).fetchone()
                         if version != seen:
                             self._changed()
                             seen = version
-            except psycopg.Error as error:
+            except Exception as error:
                 logger.warning("links listener lost its connection (%s); retrying in 1 s", error)
                 self._changed()
                 time.sleep(1)
@@ -223,13 +230,24 @@ class PostgresLinks:
             with self._started:
                 if self._pool is None:
                     self._pool = ConnectionPool(
-                        self.conninfo, min_size=1, max_size=self.pool_size, kwargs={"autocommit": True}
+                        self.conninfo,
+                        min_size=1,
+                        max_size=self.pool_size,
+                        kwargs={"autocommit": True},
+                        open=True,
                     )
         with self._pool.connection(timeout=5) as connection:
             return connection.execute(POSTGRES_LINK_QUERY, (slug,)).fetchone()
 
     def reset(self) -> None:
         self._changed()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._pool is not None:
+            self._pool.close()
+        if self._listener is not None:
+            self._listener.join(timeout=2 * VERSION_POLL_SECONDS)
 
 
 def links_from_settings() -> SQLiteLinks | PostgresLinks:
@@ -261,6 +279,9 @@ class RedirectFastPath:
     @classmethod
     def from_settings(cls) -> "RedirectFastPath":
         return cls(links=links_from_settings())
+
+    def close(self) -> None:
+        self.links.close()
 
     @staticmethod
     def _answer(row: tuple | None) -> CachedLink | None:

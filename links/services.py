@@ -206,14 +206,22 @@ def mark_links_changed(*, above: int = 0) -> None:
     the triggers (a restored database): the version becomes larger than both
     its current value and `above` (a version seen before the change)."""
     with transaction.atomic():
-        LinkTableVersion.objects.filter(pk=1).update(version=Greatest(F("version"), Value(above)) + 1)
+        _update_version_row(version=Greatest(F("version"), Value(above)) + 1)
 
 
 def check_database_writable() -> None:
     """A real write that commits (DatabaseError when the database is read-only,
     its disk full or its file gone). It changes no value, so no cache notices."""
     with transaction.atomic():
-        LinkTableVersion.objects.filter(pk=1).update(version=F("version"))
+        _update_version_row(version=F("version"))
+
+
+def _update_version_row(**values) -> None:
+    # Migration 0002 makes the row; on PostgreSQL a TRUNCATE (`manage.py flush`)
+    # can remove it, and the next writer puts it back.
+    if not LinkTableVersion.objects.filter(pk=1).update(**values):
+        LinkTableVersion.objects.get_or_create(pk=1)
+        LinkTableVersion.objects.filter(pk=1).update(**values)
 
 
 def take_rate_slot(*, key: str, limit: int, period: float) -> float | None:
@@ -265,5 +273,7 @@ def _redis_rate_slot_script(url: str):
 
 
 def _take_rate_slot_in_redis(*, key: str, limit: int, period: float) -> float | None:
-    wait = _redis_rate_slot_script(settings.REDIS_URL)(keys=[f"shortener:rate:{key}"], args=[limit, period, uuid.uuid4().hex])
+    wait = _redis_rate_slot_script(settings.REDIS_URL)(
+        keys=[f"shortener:rate:{key}"], args=[limit, period, uuid.uuid4().hex]
+    )
     return None if wait is None else float(wait)

@@ -1,5 +1,7 @@
 import json
 import os
+import secrets
+import sqlite3
 import subprocess
 import sys
 import time
@@ -49,6 +51,10 @@ class LiveSite:
     data_dir: Path
     env: dict
 
+    def query(self, sql: str, params: tuple = ()) -> list[tuple]:
+        """Rows of `sql` (%s placeholders) on the site's own database, SQLite or PostgreSQL."""
+        return query_database(self.env, sql, params)
+
     def manage(self, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run(
             [sys.executable, "manage.py", *args],
@@ -69,8 +75,34 @@ def site_env(data_dir: Path, **extra: str) -> dict:
         SHORTENER_DATA_DIR=str(data_dir),
         SQLITE_PATH=str(data_dir / "shortener.sqlite3"),
     )
+    if env.get("DATABASE_URL", "").startswith("postgres"):
+        # A database of the site's own on the same server, as a fresh SQLite file would be.
+        env["DATABASE_URL"] = fresh_postgres_database(env["DATABASE_URL"])
     env.update(extra)
     return env
+
+
+def fresh_postgres_database(url: str) -> str:
+    import psycopg
+
+    server, _, _name = url.rpartition("/")
+    name = f"site_{secrets.token_hex(6)}"
+    with psycopg.connect(f"{server}/postgres", autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    return f"{server}/{name}"
+
+
+def query_database(env: dict, sql: str, params: tuple = ()) -> list[tuple]:
+    """`sql` on the database a site with this environment uses."""
+    url = env.get("DATABASE_URL", "")
+    if url.startswith("postgres"):
+        import psycopg
+
+        with psycopg.connect(url, autocommit=True) as connection:
+            cursor = connection.execute(sql, params)
+            return cursor.fetchall() if cursor.description else []
+    with sqlite3.connect(env["SQLITE_PATH"]) as connection:
+        return connection.execute(sql.replace("%s", "?"), params).fetchall()
 
 
 @contextmanager

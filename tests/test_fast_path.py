@@ -5,7 +5,6 @@ worker" is shown, not assumed."""
 
 import re
 import socket
-import sqlite3
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -90,10 +89,6 @@ def new_link(site, slug: str, **fields) -> str:
     return slug
 
 
-def database(site) -> sqlite3.Connection:
-    return sqlite3.connect(site.data_dir / "shortener.sqlite3")
-
-
 def test_fast_redirect_has_the_contract_headers(site):
     slug = new_link(site, "headers")
     response = httpx.get(f"{site.base_url}/{slug}")
@@ -138,8 +133,7 @@ def disable_in_the_admin(site, api, slug):
         "User.objects.filter(username='ops').exists() or "
         "User.objects.create_superuser('ops', 'ops@example.com', 'admin-password-for-tests')",
     )
-    with database(site) as db:
-        (link_id,) = db.execute("SELECT id FROM links_link WHERE slug = ?", (slug,)).fetchone()
+    [(link_id,)] = site.query("SELECT id FROM links_link WHERE slug = %s", (slug,))
     with httpx.Client(base_url=site.base_url, follow_redirects=True) as admin:
         login = admin.get("/admin/login/")
         admin.post(
@@ -196,8 +190,7 @@ def disable_with_save_in_another_process(site, api, slug):
 
 
 def disable_with_raw_sql(site, api, slug):
-    with database(site) as db:
-        db.execute("UPDATE links_link SET is_active = 0 WHERE slug = ?", (slug,))
+    site.query("UPDATE links_link SET is_active = %s WHERE slug = %s", (False, slug))
 
 
 def delete_with_the_api(site, api, slug):
@@ -261,13 +254,11 @@ def test_clicks_on_the_fast_path_are_counted_and_head_is_not(site):
         assert httpx.get(f"{site.base_url}/{slug}", headers={"User-Agent": BROWSER}).status_code == 308
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        with database(site) as db:
-            (clicks,) = db.execute("SELECT clicks FROM links_link WHERE slug = ?", (slug,)).fetchone()
+        [(clicks,)] = site.query("SELECT clicks FROM links_link WHERE slug = %s", (slug,))
         if clicks >= gets:
             break
         time.sleep(0.2)
     # Exactly the GETs: had any HEAD been counted, this would be larger.
     time.sleep(1.5)  # one more flush interval, for any late HEAD count to land
-    with database(site) as db:
-        (clicks,) = db.execute("SELECT clicks FROM links_link WHERE slug = ?", (slug,)).fetchone()
+    [(clicks,)] = site.query("SELECT clicks FROM links_link WHERE slug = %s", (slug,))
     assert clicks == gets
