@@ -139,7 +139,11 @@ def test_restore_is_refused_while_the_app_serves(stack, links):
 
 def test_the_documented_restore_procedure(stack, host_backups, links):
     stack.compose("stop", "backup")
-    newest = backups_in(host_backups)[-1]
+    # "A backup now" (docs/deploy-ec2.md), as written.
+    before = set(backups_in(host_backups))
+    now = stack.compose("run", "--rm", "--no-deps", "backup", "python", "manage.py", "backup_db", "/backups")
+    (newest,) = set(backups_in(host_backups)) - before
+    assert f"backup written to /backups/{newest.name} (" in now.stdout
     with httpx.Client(base_url=stack.base_url, timeout=15) as client:
         late = client.post("/", json={"url": "https://example.com/after-the-last-backup"}).json()[
             "short_slug"
