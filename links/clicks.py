@@ -21,12 +21,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
 logger = logging.getLogger(__name__)
-
-FLUSH_INTERVAL_SECONDS = 1.0
 
 
 @dataclass
@@ -45,8 +44,8 @@ class PendingClicks:
 
 
 class ClickCounter:
-    def __init__(self, *, interval: float = FLUSH_INTERVAL_SECONDS):
-        self.interval = interval
+    def __init__(self, *, interval: float | None = None):
+        self.interval = interval if interval is not None else settings.CLICK_FLUSH_SECONDS
         self._pending: dict[int, PendingClicks] = {}
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()

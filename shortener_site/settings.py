@@ -52,6 +52,9 @@ REDIRECT_FAST_PATH = env.bool("SHORTENER_REDIRECT_FAST_PATH", default=True)
 
 SLUG_LENGTH = env.int("SHORTENER_SLUG_LENGTH", default=7)
 MAX_URL_LENGTH = env.int("SHORTENER_MAX_URL_LENGTH", default=2048)
+# Seconds between writes of the clicks counted in memory (links/clicks.py): what a
+# crashed worker can lose at most.
+CLICK_FLUSH_SECONDS = env.float("SHORTENER_CLICK_FLUSH_SECONDS", default=1.0)
 SITE_NAME = env.str("SHORTENER_SITE_NAME", default="Shortener")
 
 INSTALLED_APPS = [

@@ -74,6 +74,7 @@ def site_env(data_dir: Path, **extra: str) -> dict:
         DJANGO_ALLOWED_HOSTS="127.0.0.1,localhost",
         SHORTENER_DATA_DIR=str(data_dir),
         SQLITE_PATH=str(data_dir / "shortener.sqlite3"),
+        SHORTENER_CLICK_FLUSH_SECONDS="1",
     )
     if env.get("DATABASE_URL", "").startswith("postgres"):
         # A database of the site's own on the same server, as a fresh SQLite file would be.

@@ -14,3 +14,7 @@ os.environ.setdefault("SHORTENER_DATA_DIR", tempfile.mkdtemp(prefix="shortener-t
 os.environ.setdefault("DJANGO_STATIC_ROOT", tempfile.mkdtemp(prefix="shortener-static-"))
 # Tests create many links from one address; the throttle has tests of its own.
 os.environ.setdefault("SHORTENER_ANON_CREATE_RATE", "100000/min")
+# In-process tests flush clicks themselves (click_counter.flush()); a background
+# flush on a connection of its own could not see their uncommitted links.
+# Live sites (tests/conftest.py's site_env) flush every second, as in production.
+os.environ.setdefault("SHORTENER_CLICK_FLUSH_SECONDS", "3600")
