@@ -26,6 +26,8 @@ from links.services import (
 admin.site.site_header = f"{settings.SITE_NAME} administration"
 admin.site.site_title = f"{settings.SITE_NAME} admin"
 admin.site.index_title = "Short links and API keys"
+# Two models only: the breadcrumbs are enough, and the list gets the width.
+admin.site.enable_nav_sidebar = False
 
 CHART_DAYS = 30
 
@@ -45,6 +47,14 @@ class LinkForm(forms.ModelForm):
     class Meta:
         model = Link
         fields = ["original_url", "is_active", "expires_at", "max_clicks"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # The admin's date and time boxes share one label; each gets its own name.
+        if "expires_at" in self.fields:
+            date, time = self.fields["expires_at"].widget.widgets
+            date.attrs["aria-label"] = "Expires at: date"
+            time.attrs["aria-label"] = "Expires at: time"
 
     def clean(self):
         cleaned = super().clean()
@@ -180,18 +190,26 @@ class LinkAdmin(admin.ModelAdmin):
 
     def get_list_display(self, request):
         # The short URL needs the request (its host) when PUBLIC_BASE_URL is unset.
-        @admin.display(description="short URL")
+        @admin.display(description="short URL", ordering="slug")
         def short_url(link: Link) -> str:
+            # The first column: the link to the link's page (the copy button,
+            # which cannot sit inside a link, is in the last one).
             url = build_short_url(slug=link.slug, request=request)
-            return format_html('<span class="short-url">{}</span> {}', url, copy_button(url))
+            base = url[: -len(link.slug)]
+            return format_html(
+                '<span class="truncate short-url" title="{}">{}<strong>{}</strong></span>',
+                url,
+                base,
+                link.slug,
+            )
 
-        return ["slug_column", short_url, "destination", "clicks", "last_click", "status", "open_links"]
+        @admin.display(description="copy · preview · QR")
+        def tools(link: Link) -> str:
+            return format_html(
+                "{} {}", copy_button(build_short_url(slug=link.slug, request=request)), self.open_links(link)
+            )
 
-    list_display_links = ["slug_column"]
-
-    @admin.display(description="slug", ordering="slug")
-    def slug_column(self, link: Link) -> str:
-        return format_html('<span class="truncate slug" title="{0}">{0}</span>', link.slug)
+        return [short_url, "destination", "clicks", "last_click", "status", tools]
 
     @admin.display(description="destination", ordering="original_url")
     def destination(self, link: Link) -> str:

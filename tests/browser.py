@@ -33,7 +33,11 @@ AXE_SCRIPT = PROJECT_DIR / ".venv" / "axe-tools" / "node_modules" / "axe-core" /
 
 @contextmanager
 def chromium_page(
-    *, user_agent: str | None = None, viewport: dict | None = None, permissions: list[str] | None = None
+    *,
+    user_agent: str | None = None,
+    viewport: dict | None = None,
+    permissions: list[str] | None = None,
+    javascript: bool = True,
 ) -> Iterator:
     if not shutil.which("chromium"):
         pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
@@ -42,7 +46,12 @@ def chromium_page(
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         try:
-            yield browser.new_page(user_agent=user_agent, viewport=viewport, permissions=permissions)
+            yield browser.new_page(
+                user_agent=user_agent,
+                viewport=viewport,
+                permissions=permissions,
+                java_script_enabled=javascript,
+            )
         finally:
             browser.close()
 

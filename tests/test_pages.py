@@ -269,7 +269,10 @@ def test_the_list_shows_full_short_urls_with_copy_buttons_and_cut_destinations(s
     long_url = "https://example.com/" + "x" * 2000
     Link.objects.create(slug="long1", original_url=long_url, clicks=7)
     page = staff_client.get("/admin/links/link/").content.decode()
-    assert '<span class="short-url">http://testserver/long1</span>' in page
+    assert (
+        '<span class="truncate short-url" title="http://testserver/long1">http://testserver/<strong>long1</strong>'
+        in page
+    )
     assert 'data-copy="http://testserver/long1" aria-label="Copy http://testserver/long1"' in page
     assert f'<span class="truncate destination" title="{long_url}">{long_url}</span>' in page
     assert "/static/links/admin." in page and "/static/links/copy." in page
