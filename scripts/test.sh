@@ -7,7 +7,8 @@
 # System packages the tests use (Debian's chromium and libatomic1 for the
 # browser tests, gnupg for the setup-ec2 test's signed repository, a shell
 # linter, openssh-server and rsync for the deploy tests, curl for the README's
-# commands, wrk for the benchmark smoke run)
+# commands, wrk for the benchmark smoke run, PostgreSQL and Redis servers for the
+# database suites' second run and the Redis throttle)
 # are installed when this runs as root or with sudo; without them those tests
 # skip and say why. Each long step says what it is doing first.
 set -euo pipefail
@@ -26,6 +27,8 @@ declare -A PROVIDES=(
   [rsync]=rsync
   [curl]=curl
   [wrk]=wrk
+  [postgresql]=pg_ctlcluster
+  [redis-server]=redis-server
 )
 present() {
   case "$1" in
@@ -114,6 +117,24 @@ run_group "the app, live uvicorn servers, the EC2 kit (no browser, no container 
   "not browser and not stack" "$@"
 run_group "the browser (Debian's chromium through Playwright)" "browser" "$@"
 run_group "container stacks and the deploy kit (skipped where no Docker engine runs)" "stack" "$@"
+
+# Every suite that touches the database, again on PostgreSQL: a throwaway cluster
+# on loopback (Debian's package), its own database for each live site.
+DATABASE_SUITES=(
+  tests/test_api_contract.py tests/test_link_management.py tests/test_admin.py
+  tests/test_hostile_input.py tests/test_redirect_cache.py tests/test_fast_path.py
+  tests/test_live_server.py tests/test_throttle.py tests/test_schemathesis.py tests/test_browser.py
+)
+if compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
+  step "tests on PostgreSQL: the database suites again (scripts/with_postgres.sh)"
+  status=0
+  bash scripts/with_postgres.sh .venv/bin/python -m pytest "${DATABASE_SUITES[@]}" "$@" || status=$?
+  if [ "$status" -ne 0 ] && [ "$status" -ne 5 ]; then
+    failed+=("PostgreSQL")
+  fi
+else
+  echo "warning: PostgreSQL is not installed (apt-get install postgresql); the database suites ran on SQLite only" >&2
+fi
 
 if [ "${#failed[@]}" -gt 0 ]; then
   step "FAILED: ${failed[*]}"
