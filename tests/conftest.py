@@ -147,3 +147,18 @@ def running_site(
 def live_site(tmp_path_factory) -> Iterator[LiveSite]:
     with running_site(tmp_path_factory.mktemp("live-data")) as (site, _process):
         yield site
+
+
+@pytest.fixture
+def api_key(db) -> str:
+    """A fresh management API key (the plain key, as issue_api_key prints it)."""
+    from links.services import issue_api_key
+
+    return issue_api_key(name="tests")[1]
+
+
+@pytest.fixture
+def api(client, api_key):
+    """Django's test client, sending the API key."""
+    client.defaults["HTTP_AUTHORIZATION"] = f"Bearer {api_key}"
+    return client

@@ -5,11 +5,9 @@ and nothing is stored that should not be."""
 import asyncio
 import json
 from datetime import timedelta
-from io import StringIO
 
 import pytest
 from django.core.exceptions import ValidationError
-from django.core.management import call_command
 from django.utils import timezone
 
 from links.fastpath import DELEGATE, RedirectFastPath
@@ -27,19 +25,6 @@ NOT_ALLOWED = {"error": "Method not allowed"}
 def create(client, payload, **extra):
     body = payload if isinstance(payload, str) else json.dumps(payload)
     return client.post("/", body, content_type="application/json", **extra)
-
-
-@pytest.fixture
-def api_key() -> str:
-    out = StringIO()
-    call_command("issue_api_key", "--name", "hostile", stdout=out)
-    return out.getvalue().split()[-1]
-
-
-@pytest.fixture
-def api(client, api_key):
-    client.defaults["HTTP_AUTHORIZATION"] = f"Bearer {api_key}"
-    return client
 
 
 def patch(api, slug, changes):

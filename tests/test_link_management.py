@@ -2,10 +2,8 @@
 
 import json
 from datetime import timedelta
-from io import StringIO
 
 import pytest
-from django.core.management import call_command
 from django.utils import timezone
 
 from links.clicks import click_counter
@@ -29,19 +27,6 @@ def no_leftover_clicks():
     click_counter.flush()
     yield
     click_counter.flush()
-
-
-@pytest.fixture
-def api_key() -> str:
-    out = StringIO()
-    call_command("issue_api_key", "--name", "tests", stdout=out)
-    return out.getvalue().split()[-1]
-
-
-@pytest.fixture
-def api(client, api_key):
-    client.defaults["HTTP_AUTHORIZATION"] = f"Bearer {api_key}"
-    return client
 
 
 # --- custom slugs -----------------------------------------------------------

@@ -263,10 +263,3 @@ def test_clicks_of_a_deleted_link_are_dropped(link):
     link.delete()
     assert counter.flush() == 1
     assert not DailyClicks.objects.exists()
-
-
-@pytest.fixture
-def api_key() -> str:
-    from links.services import issue_api_key
-
-    return issue_api_key(name="cache-tests")[1]
