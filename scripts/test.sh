@@ -14,7 +14,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-step() { printf '\n==> %s\n' "$*"; }
+# Each step says what it does and when it starts (seconds since this script began).
+step() { printf '\n==> [%ss] %s\n' "$SECONDS" "$*"; }
 
 # Debian package -> a file or command that shows it is there.
 declare -A PROVIDES=(
