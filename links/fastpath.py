@@ -31,6 +31,7 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import islice
 from pathlib import Path
 
 import psycopg
@@ -56,6 +57,8 @@ COMMON_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
 ]
 EMPTY_BODY_MESSAGE = {"type": "http.response.body", "body": b""}
+# A full redirect cache drops its oldest-inserted 1/EVICTED_SHARE of entries.
+EVICTED_SHARE = 16
 # Hosts seen are remembered (allowed or not) up to this many.
 MAX_REMEMBERED_HOSTS = 1024
 
@@ -323,7 +326,7 @@ class RedirectFastPath:
             if entry is not None and self.links.version() == version:
                 # "No such link" is not cached, so creating a link invalidates nothing.
                 if len(self._cache) >= self.max_entries:
-                    self._cache.clear()
+                    self._evict_oldest()
                 self._cache[slug] = entry
             return entry
         except DATABASE_ERRORS:
@@ -333,6 +336,17 @@ class RedirectFastPath:
             self._version = None
             self.links.reset()
             return DELEGATE
+
+    def _evict_oldest(self) -> None:
+        """Make room in a full cache by dropping the oldest-inserted 1/16 of it
+        (a dict keeps insertion order), so hot links stay cached; clearing it
+        all made every hot link miss again. Dropped in a batch, not one at a
+        time: deleting a dict's first key over and over leaves a run of dead
+        slots that every later search for the first key walks again (measured
+        in docs/performance.md, issue 15)."""
+        oldest = list(islice(self._cache, max(1, self.max_entries // EVICTED_SHARE)))
+        for slug in oldest:
+            del self._cache[slug]
 
     def host_allowed(self, host: bytes) -> bool:
         """Django's own rule (ALLOWED_HOSTS), remembered per Host value."""

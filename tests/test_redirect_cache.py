@@ -15,7 +15,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from links.clicks import ClickCounter
-from links.fastpath import DELEGATE, VERSION_POLL_SECONDS, RedirectFastPath
+from links.fastpath import DELEGATE, VERSION_POLL_SECONDS, RedirectFastPath, links_from_settings
 from links.models import DailyClicks, Link, LinkTableVersion
 from links.services import mark_links_changed, shorten_url, update_link
 
@@ -242,6 +242,29 @@ def test_hosts_django_refuses_are_refused_by_the_fast_path_too(fast_path, link):
     assert handle(fast_path, f"/{link.slug}", host=b"testserver") == (True, 308)
     assert handle(fast_path, f"/{link.slug}", host=b"evil.example") == (True, 400)
     assert handle(fast_path, "/NoSuchSlug", host=b"evil.example:80") == (True, 400)
+
+
+def test_a_full_cache_drops_only_its_oldest_entries():
+    fast_path = RedirectFastPath(links=links_from_settings(), max_entries=32)
+    slugs = [
+        shorten_url(url=f"https://example.com/evict/{i}", slug=f"evict-{i:02}")[0].slug for i in range(34)
+    ]
+    try:
+        for slug in slugs[:32]:
+            lookup(fast_path, slug)
+        assert list(fast_path._cache) == slugs[:32]
+        # Full: the next new link makes room by dropping the oldest 32 // 16 = 2 only.
+        lookup(fast_path, slugs[32])
+        assert list(fast_path._cache) == slugs[2:33]
+        lookup(fast_path, slugs[33])
+        assert list(fast_path._cache) == slugs[2:34]
+        # The entries kept are answered from the cache: the database is not asked.
+        fast_path.links.load = None
+        assert all(
+            lookup(fast_path, slug).location.startswith(b"https://example.com/evict/") for slug in slugs[2:]
+        )
+    finally:
+        fast_path.close()
 
 
 def test_click_flush_keeps_the_tally_when_the_write_fails(link):
