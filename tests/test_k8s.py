@@ -5,6 +5,7 @@ together (probes, limits, non-root, read-only root, the migration gate, the
 references between objects). No cluster runs here: what only a real one shows
 is listed in docs/scaling.md."""
 
+import re
 import shutil
 import subprocess
 import sys
@@ -115,6 +116,13 @@ def test_yamllint_passes():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def image_uid() -> int:
+    """The app image's own user (docker/app.Dockerfile), which owns its files."""
+    match = re.search(r"--uid (\d+)", (PROJECT_DIR / "docker" / "app.Dockerfile").read_text())
+    assert match, "docker/app.Dockerfile no longer creates its user with a fixed --uid"
+    return int(match[1])
+
+
 def pod_containers(pod_spec: dict) -> list[dict]:
     return pod_spec.get("initContainers", []) + pod_spec["containers"]
 
@@ -125,7 +133,7 @@ def test_pods_run_as_non_root_on_a_read_only_root_with_limits(tmp_path, kustomiz
     for owner in (one(objects, "Deployment"), one(objects, "Job")):
         pod = owner["spec"]["template"]["spec"]
         assert pod["securityContext"]["runAsNonRoot"] is True
-        assert pod["securityContext"]["runAsUser"] == 10001  # the image's user
+        assert pod["securityContext"]["runAsUser"] == image_uid()
         assert pod["automountServiceAccountToken"] is False
         volumes = {v["name"]: v for v in pod["volumes"]}
         for container in pod_containers(pod):
