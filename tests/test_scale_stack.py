@@ -115,8 +115,9 @@ def stack(tmp_path_factory):
 
 
 def answered_by(response: httpx.Response) -> str:
-    """The replica that gave the answer (nginx lists every one it tried)."""
-    return response.headers[UPSTREAM_HEADER].split(",")[-1].strip().rsplit(":", 1)[0]
+    """The replica that gave the answer (nginx lists every one it tried); ""
+    for an answer of nginx's own."""
+    return response.headers.get(UPSTREAM_HEADER, "").split(",")[-1].strip().rsplit(":", 1)[0]
 
 
 def create(stack: ScaleStack, url: str) -> str:
@@ -233,7 +234,7 @@ def load(
                 try:
                     response = c.get(f"/{slug}")
                     outcome, replica = response.status_code, answered_by(response)
-                    tried = response.headers[UPSTREAM_HEADER]
+                    tried = response.headers.get(UPSTREAM_HEADER, "")
                 except httpx.HTTPError as error:
                     outcome, replica, tried = type(error).__name__, "", ""
                 with lock:
