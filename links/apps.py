@@ -1,6 +1,26 @@
 from django.apps import AppConfig
+from django.db.models.signals import post_migrate
 
 
 class LinksConfig(AppConfig):
     name = "links"
     verbose_name = "Short links"
+
+    def ready(self) -> None:
+        post_migrate.connect(reinstall_link_triggers, sender=self)
+
+
+def reinstall_link_triggers(sender, using, **kwargs) -> None:
+    """After every `migrate`: SQLite loses a table's triggers when a migration
+    rebuilds it, and whatever the migrations changed must reach every redirect
+    cache. Re-creating them (idempotent) and bumping the version covers both."""
+    from django.db import connections
+
+    from links import triggers
+    from links.services import mark_links_changed
+
+    connection = connections[using]
+    if "links_linktableversion" not in connection.introspection.table_names():
+        return  # migrating backwards, before 0002
+    triggers.install(connection)
+    mark_links_changed(using=using)

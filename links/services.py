@@ -11,7 +11,7 @@ from datetime import datetime
 import redis
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import DEFAULT_DB_ALIAS, IntegrityError, connections, transaction
 from django.db.models import F, QuerySet, Value
 from django.db.models.functions import Greatest
 from django.utils import timezone
@@ -201,27 +201,31 @@ def delete_link(*, link: Link) -> None:
         link.delete()
 
 
-def mark_links_changed(*, above: int = 0) -> None:
+def mark_links_changed(*, above: int = 0, using: str = DEFAULT_DB_ALIAS) -> None:
     """Tell every redirect cache that links changed, for writers that bypass
-    the triggers (a restored database): the version becomes larger than both
-    its current value and `above` (a version seen before the change)."""
-    with transaction.atomic():
-        _update_version_row(version=Greatest(F("version"), Value(above)) + 1)
+    the triggers (a restored database, a rebuilt table): the version becomes
+    larger than both its current value and `above` (a version seen before)."""
+    with transaction.atomic(using=using):
+        _update_version_row(using, version=Greatest(F("version"), Value(above)) + 1)
+        if connections[using].vendor == "postgresql":
+            with connections[using].cursor() as cursor:
+                cursor.execute("NOTIFY links_changed")
 
 
 def check_database_writable() -> None:
     """A real write that commits (DatabaseError when the database is read-only,
     its disk full or its file gone). It changes no value, so no cache notices."""
     with transaction.atomic():
-        _update_version_row(version=F("version"))
+        _update_version_row(DEFAULT_DB_ALIAS, version=F("version"))
 
 
-def _update_version_row(**values) -> None:
+def _update_version_row(using: str, **values) -> None:
     # Migration 0002 makes the row; on PostgreSQL a TRUNCATE (`manage.py flush`)
     # can remove it, and the next writer puts it back.
-    if not LinkTableVersion.objects.filter(pk=1).update(**values):
-        LinkTableVersion.objects.get_or_create(pk=1)
-        LinkTableVersion.objects.filter(pk=1).update(**values)
+    rows = LinkTableVersion.objects.using(using).filter(pk=1)
+    if not rows.update(**values):
+        LinkTableVersion.objects.using(using).get_or_create(pk=1)
+        rows.update(**values)
 
 
 def take_rate_slot(*, key: str, limit: int, period: float) -> float | None:

@@ -11,7 +11,8 @@ from contextlib import contextmanager
 from datetime import timedelta
 
 import pytest
-from django.db import connection, transaction
+from django.core.management.sql import emit_post_migrate_signal
+from django.db import connection, models, transaction
 from django.utils import timezone
 
 from links.clicks import ClickCounter
@@ -286,3 +287,74 @@ def test_clicks_of_a_deleted_link_are_dropped(link):
     link.delete()
     assert counter.flush() == 1
     assert not DailyClicks.objects.exists()
+
+
+def link_triggers() -> set[str]:
+    with connection.cursor() as cursor:
+        if connection.vendor == "sqlite":
+            cursor.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'links_link'"
+            )
+        else:
+            cursor.execute(
+                "SELECT tgname FROM pg_trigger WHERE tgrelid = 'links_link'::regclass AND NOT tgisinternal"
+            )
+        return {name for (name,) in cursor.fetchall()}
+
+
+@contextmanager
+def original_url_altered():
+    """A later migration's AlterField on links_link (null=True: SQLite rebuilds
+    the table for it), undone afterwards."""
+    old = Link._meta.get_field("original_url")
+    new = models.TextField(null=True, validators=old.validators)
+    new.set_attributes_from_name("original_url")
+    new.model = Link
+    with connection.schema_editor() as editor:
+        editor.alter_field(Link, old, new)
+    try:
+        yield
+    finally:
+        with connection.schema_editor() as editor:
+            editor.alter_field(Link, new, old)
+        emit_post_migrate_signal(verbosity=0, interactive=False, db=connection.alias)
+
+
+def test_a_migration_that_rebuilds_the_links_table_keeps_invalidation(fast_path, link):
+    """SQLite drops a table's triggers when a migration rebuilds it; `migrate`
+    puts them back (post_migrate) and clears every cache."""
+    installed = link_triggers()
+    assert answers_redirect(fast_path, link.slug)
+    with original_url_altered():
+        if connection.vendor == "sqlite":
+            assert link_triggers() == set(), "the rebuild should have dropped the triggers"
+        with change_arrives(fast_path):
+            emit_post_migrate_signal(verbosity=0, interactive=False, db=connection.alias)
+        assert link_triggers() == installed
+        assert answers_redirect(fast_path, link.slug)
+        with change_arrives(fast_path):
+            Link.objects.filter(pk=link.pk).update(is_active=False)
+        assert lookup(fast_path, link.slug) is DELEGATE
+    assert link_triggers() == installed
+
+
+def test_insert_or_replace_invalidates(fast_path, link):
+    if connection.vendor != "sqlite":
+        pytest.skip("SQLite's INSERT OR REPLACE (PostgreSQL's ON CONFLICT DO UPDATE is an UPDATE)")
+    assert answers_redirect(fast_path, link.slug)
+    with change_arrives(fast_path):
+        from_another_connection(
+            "INSERT OR REPLACE INTO links_link (id, slug, original_url, is_canonical, created_at, is_active, "
+            "clicks) VALUES (%s, %s, %s, 0, '2026-01-01 00:00:00', 0, 0)",
+            (link.pk, link.slug, URL),
+        )
+    assert lookup(fast_path, link.slug) is DELEGATE
+
+
+def test_truncate_invalidates(fast_path, link):
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL's TRUNCATE (SQLite's DELETE fires the row triggers, tested above)")
+    assert answers_redirect(fast_path, link.slug)
+    with change_arrives(fast_path):
+        from_another_connection("TRUNCATE links_link CASCADE")
+    assert lookup(fast_path, link.slug) is None

@@ -4,73 +4,15 @@ import django.core.validators
 from django.db import migrations, models
 
 import links.destinations
-
-# Columns whose change can change a redirect; click counters are left out, so
-# counting clicks never invalidates a cache.
-REDIRECT_COLUMNS = ("slug", "original_url", "is_active", "expires_at", "max_clicks")
-CHANGED = " OR ".join(f"OLD.{column} IS NOT NEW.{column}" for column in REDIRECT_COLUMNS)
-BUMP = "UPDATE links_linktableversion SET version = version + 1 WHERE id = 1"
-
-SQLITE_TRIGGERS = [
-    f"CREATE TRIGGER links_link_changed AFTER UPDATE ON links_link WHEN {CHANGED} BEGIN {BUMP}; END",
-    f"CREATE TRIGGER links_link_deleted AFTER DELETE ON links_link BEGIN {BUMP}; END",
-    # The row outlives `manage.py flush` and stray deletes: were it recreated,
-    # its version would start again at a value some cache was filled under.
-    "CREATE TRIGGER links_linktableversion_kept BEFORE DELETE ON links_linktableversion "
-    "BEGIN SELECT RAISE(IGNORE); END",
-]
-# On PostgreSQL the change is also announced to every replica's listener
-# (links/fastpath.py); NOTIFY is delivered at commit, and never for a rollback.
-NOTIFY = "PERFORM pg_notify('links_changed', '')"
-# TRUNCATE (manage.py flush) skips row triggers, so the row is put back if gone.
-UPSERT = (
-    "INSERT INTO links_linktableversion (id, version) VALUES (1, 1) "
-    "ON CONFLICT (id) DO UPDATE SET version = links_linktableversion.version + 1"
-)
-POSTGRESQL_TRIGGERS = [
-    f"CREATE FUNCTION links_link_bump_version() RETURNS trigger AS $$ BEGIN {UPSERT}; {NOTIFY}; RETURN NULL; "
-    "END $$ LANGUAGE plpgsql",
-    "CREATE TRIGGER links_link_changed AFTER UPDATE ON links_link FOR EACH ROW "
-    f"WHEN ({CHANGED.replace(' IS NOT ', ' IS DISTINCT FROM ')}) EXECUTE FUNCTION links_link_bump_version()",
-    "CREATE TRIGGER links_link_deleted AFTER DELETE ON links_link FOR EACH ROW "
-    "EXECUTE FUNCTION links_link_bump_version()",
-    "CREATE FUNCTION links_linktableversion_keep() RETURNS trigger AS $$ BEGIN RETURN NULL; END $$ "
-    "LANGUAGE plpgsql",
-    "CREATE TRIGGER links_linktableversion_kept BEFORE DELETE ON links_linktableversion FOR EACH ROW "
-    "EXECUTE FUNCTION links_linktableversion_keep()",
-]
-DROP = {
-    "sqlite": [
-        "DROP TRIGGER links_link_changed",
-        "DROP TRIGGER links_link_deleted",
-        "DROP TRIGGER links_linktableversion_kept",
-    ],
-    "postgresql": [
-        "DROP TRIGGER links_link_changed ON links_link",
-        "DROP TRIGGER links_link_deleted ON links_link",
-        "DROP TRIGGER links_linktableversion_kept ON links_linktableversion",
-        "DROP FUNCTION links_link_bump_version()",
-        "DROP FUNCTION links_linktableversion_keep()",
-    ],
-}
-
-
-def _run(schema_editor, statements):
-    for statement in statements:
-        schema_editor.execute(statement)
-
+from links import triggers
 
 def create_version_triggers(apps, schema_editor):
-    """Every writer (the ORM, raw SQL, another process, a later migration) bumps
-    the version inside its own transaction, so it commits or rolls back with
-    the change itself."""
-    apps.get_model("links", "LinkTableVersion").objects.create(id=1, version=0)
-    vendor = schema_editor.connection.vendor
-    _run(schema_editor, {"sqlite": SQLITE_TRIGGERS, "postgresql": POSTGRESQL_TRIGGERS}[vendor])
+    """Every writer bumps the version inside its own transaction (links/triggers.py)."""
+    triggers.install(schema_editor.connection)
 
 
 def drop_version_triggers(apps, schema_editor):
-    _run(schema_editor, DROP[schema_editor.connection.vendor])
+    triggers.uninstall(schema_editor.connection)
 
 
 def limits_leave_canonical_links(apps, schema_editor):

@@ -1,0 +1,85 @@
+"""The database triggers behind cache invalidation: any change to a link that
+could change a redirect bumps `links_linktableversion` inside the writer's own
+transaction, whatever wrote it (the ORM, the admin, raw SQL, a migration,
+another process). On PostgreSQL the bump also NOTIFYs every replica's listener
+(links/fastpath.py), delivered at commit.
+
+Installed by migration 0002 and again after every `migrate` (links/apps.py):
+SQLite drops a table's triggers when a later migration rebuilds the table.
+Every statement is idempotent.
+"""
+
+# Columns whose change can change a redirect; click counters are left out, so
+# counting clicks never invalidates a cache.
+REDIRECT_COLUMNS = ("slug", "original_url", "is_active", "expires_at", "max_clicks")
+_CHANGED = " OR ".join(f"OLD.{column} IS NOT NEW.{column}" for column in REDIRECT_COLUMNS)
+_BUMP = "UPDATE links_linktableversion SET version = version + 1 WHERE id = 1"
+
+SQLITE = [
+    f"CREATE TRIGGER IF NOT EXISTS links_link_changed AFTER UPDATE ON links_link WHEN {_CHANGED} "
+    f"BEGIN {_BUMP}; END",
+    f"CREATE TRIGGER IF NOT EXISTS links_link_deleted AFTER DELETE ON links_link BEGIN {_BUMP}; END",
+    # INSERT OR REPLACE deletes the row it replaces without firing delete triggers.
+    "CREATE TRIGGER IF NOT EXISTS links_link_replaced BEFORE INSERT ON links_link "  # noqa: S608 - constants
+    "WHEN EXISTS (SELECT 1 FROM links_link WHERE id = NEW.id OR slug = NEW.slug) "
+    f"BEGIN {_BUMP}; END",
+    # The row outlives `manage.py flush` and stray deletes: were it recreated,
+    # its version would start again at a value some cache was filled under.
+    "CREATE TRIGGER IF NOT EXISTS links_linktableversion_kept BEFORE DELETE ON links_linktableversion "
+    "BEGIN SELECT RAISE(IGNORE); END",
+]
+
+# TRUNCATE skips row triggers: the row is put back if a TRUNCATE removed it.
+_UPSERT = (
+    "INSERT INTO links_linktableversion (id, version) VALUES (1, 1) "
+    "ON CONFLICT (id) DO UPDATE SET version = links_linktableversion.version + 1"
+)
+_NOTIFY = "PERFORM pg_notify('links_changed', '')"
+POSTGRESQL = [
+    "CREATE OR REPLACE FUNCTION links_link_bump_version() RETURNS trigger AS $$ "
+    f"BEGIN {_UPSERT}; {_NOTIFY}; RETURN NULL; END $$ LANGUAGE plpgsql",
+    "CREATE OR REPLACE TRIGGER links_link_changed AFTER UPDATE ON links_link FOR EACH ROW "
+    f"WHEN ({_CHANGED.replace(' IS NOT ', ' IS DISTINCT FROM ')}) EXECUTE FUNCTION links_link_bump_version()",
+    "CREATE OR REPLACE TRIGGER links_link_deleted AFTER DELETE ON links_link FOR EACH ROW "
+    "EXECUTE FUNCTION links_link_bump_version()",
+    "CREATE OR REPLACE TRIGGER links_link_truncated AFTER TRUNCATE ON links_link FOR EACH STATEMENT "
+    "EXECUTE FUNCTION links_link_bump_version()",
+    "CREATE OR REPLACE FUNCTION links_linktableversion_keep() RETURNS trigger AS $$ "
+    "BEGIN RETURN NULL; END $$ LANGUAGE plpgsql",
+    "CREATE OR REPLACE TRIGGER links_linktableversion_kept BEFORE DELETE ON links_linktableversion "
+    "FOR EACH ROW EXECUTE FUNCTION links_linktableversion_keep()",
+]
+
+DROP = {
+    "sqlite": [
+        "DROP TRIGGER IF EXISTS links_link_changed",
+        "DROP TRIGGER IF EXISTS links_link_deleted",
+        "DROP TRIGGER IF EXISTS links_link_replaced",
+        "DROP TRIGGER IF EXISTS links_linktableversion_kept",
+    ],
+    "postgresql": [
+        "DROP TRIGGER IF EXISTS links_link_changed ON links_link",
+        "DROP TRIGGER IF EXISTS links_link_deleted ON links_link",
+        "DROP TRIGGER IF EXISTS links_link_truncated ON links_link",
+        "DROP TRIGGER IF EXISTS links_linktableversion_kept ON links_linktableversion",
+        "DROP FUNCTION IF EXISTS links_link_bump_version()",
+        "DROP FUNCTION IF EXISTS links_linktableversion_keep()",
+    ],
+}
+
+
+def install(connection) -> None:
+    """Create (or re-create) the triggers and make sure the version row exists."""
+    statements = {"sqlite": SQLITE, "postgresql": POSTGRESQL}[connection.vendor]
+    with connection.cursor() as cursor:
+        for statement in statements:
+            cursor.execute(statement)
+        cursor.execute(
+            "INSERT INTO links_linktableversion (id, version) VALUES (1, 0) ON CONFLICT (id) DO NOTHING"
+        )
+
+
+def uninstall(connection) -> None:
+    with connection.cursor() as cursor:
+        for statement in DROP[connection.vendor]:
+            cursor.execute(statement)
