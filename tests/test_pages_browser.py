@@ -225,7 +225,7 @@ def test_the_admin_list_needs_no_sideways_scroll_at_1280_px(live_site, admin_use
     long_url = "https://example.com/" + "a" * 1980
     created = httpx.post(live_site.base_url + "/", json={"url": long_url, "slug": "very-long"})
     assert created.status_code == 201
-    with chromium_page(viewport=DESKTOP) as page:
+    with chromium_page(viewport=DESKTOP, permissions=["clipboard-read", "clipboard-write"]) as page:
         log_in(page, live_site, admin_user)
         page.goto(live_site.base_url + "/admin/links/link/")
         assert page.inner_text("#site-name") == "Shortener administration"
@@ -241,6 +241,11 @@ def test_the_admin_list_needs_no_sideways_scroll_at_1280_px(live_site, admin_use
         assert row.locator(".destination").get_attribute("title") == long_url
         assert_accessible(page)
         page.screenshot(path=str(live_site.data_dir / "admin-list.png"))
+        copy = row.locator(".copy-button")
+        assert copy.is_visible()
+        copy.click()
+        assert page.evaluate("() => navigator.clipboard.readText()") == f"{live_site.base_url}/very-long"
+        assert_accessible(page)  # "Copied" too
 
 
 def test_the_admin_opens_the_existing_link_for_a_url_that_has_one(live_site, admin_user):
@@ -294,6 +299,7 @@ def test_the_clicks_chart_shows_the_counted_clicks(live_site, admin_user):
         log_in(page, live_site, admin_user)
         page.goto(f"{live_site.base_url}/admin/links/link/{link_id}/change/")
         assert page.inner_text("#short-url") == f"{live_site.base_url}/{slug}"
+        assert page.is_visible(".link-overview .copy-button")
         bar = page.locator(f'.clicks-chart rect[data-day="{today}"]')
         assert bar.get_attribute("data-count") == "3"
         assert float(bar.get_attribute("height")) > 0
