@@ -45,7 +45,7 @@ from links.errors import INVALID_HOST, URL_NOT_FOUND, error_response
 from links.models import Link, LinkStatus
 from links.negotiation import prefers_html
 from links.pages import visitor_error_page
-from links.services import is_reserved_slug
+from links.slugs import RESERVED_SLUGS
 from links.visitors import is_counted_visit
 
 logger = logging.getLogger(__name__)
@@ -369,6 +369,8 @@ class RedirectFastPath:
         user_agent = b""
         for name, value in scope["headers"]:
             if name == b"host":
+                if host is not None:
+                    return False  # two Host headers: Django refuses them its own way
                 host = value
             elif name == b"user-agent":
                 user_agent = value
@@ -378,10 +380,10 @@ class RedirectFastPath:
             await self._send(send, self._bad_host)
             return True
         slug = match.group(1)
+        if slug.lower() in RESERVED_SLUGS:
+            return False  # a path of the site's own, such as /healthz
         entry = await self.lookup(slug)
         if entry is None:
-            if is_reserved_slug(slug):
-                return False  # a path of the site's own, such as /healthz
             # Which answer, by links.negotiation's rule: read only here, so the
             # redirects and curl's requests do no more work than before.
             page = prefers_html(_accept_header(scope))

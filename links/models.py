@@ -5,6 +5,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from links.destinations import validate_destination
+from links.slugs import validate_slug
 
 # Plenty for any campaign, and far inside every database's integer range.
 MAX_CLICK_LIMIT = 2**31 - 1
@@ -52,7 +53,7 @@ class LinkQuerySet(models.QuerySet):
 class Link(models.Model):
     """A short slug that redirects to an original URL."""
 
-    slug = models.CharField(max_length=64, unique=True, editable=False)
+    slug = models.CharField(max_length=64, unique=True, editable=False, validators=[validate_slug])
     original_url = models.TextField(validators=[validate_destination])
     # The one plain, auto-generated link of a URL: what "same URL -> same
     # slug" returns to every client, so it never carries limits (see clean()).

@@ -1,17 +1,11 @@
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.core.validators import RegexValidator
 from django.utils import timezone
 from rest_framework import serializers
 
 from links.destinations import INVALID_URL, normalize_destination
 from links.models import MAX_CLICK_LIMIT, DailyClicks, Link, LinkStatus
 from links.selectors import build_short_url
-from links.services import is_reserved_slug
-
-custom_slug_validator = RegexValidator(
-    r"\A[A-Za-z0-9_-]{3,64}\Z",
-    "A slug is 3 to 64 characters of letters, digits, '_' and '-'.",
-)
+from links.slugs import validate_slug
 
 
 class StrictCharField(serializers.CharField):
@@ -65,14 +59,9 @@ class ClickLimitField(serializers.IntegerField):
 
 class CreateLinkSerializer(serializers.Serializer):
     url = DestinationURLField()
-    slug = StrictCharField(required=False, validators=[custom_slug_validator])
+    slug = StrictCharField(required=False, validators=[validate_slug])
     expires_at = FutureDateTimeField(required=False)
     max_clicks = ClickLimitField(required=False)
-
-    def validate_slug(self, value: str) -> str:
-        if is_reserved_slug(value):
-            raise serializers.ValidationError(f"'{value}' is reserved.")
-        return value
 
 
 class ShortURLField(serializers.CharField):

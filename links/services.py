@@ -3,7 +3,6 @@
 import functools
 import hashlib
 import secrets
-import string
 import time
 import uuid
 from datetime import datetime
@@ -17,31 +16,9 @@ from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from links.models import APIKey, Link, LinkStatus, LinkTableVersion, RateLimitBucket
+from links.slugs import generate_slug
 
 API_KEY_PREFIX = "shk_"
-
-SLUG_ALPHABET = string.ascii_letters + string.digits
-
-# Paths the site serves itself, or may one day; compared case-insensitively so
-# that "Admin" cannot shadow "admin" for a human reading a link.
-RESERVED_SLUGS = frozenset(
-    {
-        "admin",
-        "api",
-        "docs",
-        "health",
-        "healthz",
-        "login",
-        "logout",
-        "media",
-        "metrics",
-        "qr",
-        "robots.txt",
-        "favicon.ico",
-        "static",
-        "status",
-    }
-)
 
 # A fresh random slug collides with an existing one with probability
 # links / 62**7; a handful of retries makes failure practically impossible.
@@ -50,18 +27,6 @@ MAX_SLUG_ATTEMPTS = 10
 
 class SlugTaken(Exception):
     """The custom slug already points at another URL."""
-
-
-def is_reserved_slug(slug: str) -> bool:
-    return slug.lower() in RESERVED_SLUGS
-
-
-def generate_slug(*, length: int | None = None) -> str:
-    length = length or settings.SLUG_LENGTH
-    while True:
-        slug = "".join(secrets.choice(SLUG_ALPHABET) for _ in range(length))
-        if not is_reserved_slug(slug):
-            return slug
 
 
 def shorten_url(

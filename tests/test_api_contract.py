@@ -6,7 +6,7 @@ import re
 import pytest
 
 from links.models import Link
-from links.services import RESERVED_SLUGS, generate_slug
+from links.slugs import RESERVED_SLUGS, generate_slug
 
 pytestmark = pytest.mark.django_db
 

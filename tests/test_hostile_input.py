@@ -301,3 +301,10 @@ def test_a_bulk_update_is_seen_by_the_status_rule(client):
     shorten_url(url="https://example.com/raw", slug="raw-write")
     Link.objects.filter(slug="raw-write").update(max_clicks=1, clicks=1)
     assert_json_error(client.get("/raw-write"), 410, {"error": "This link has reached its click limit"})
+
+
+@pytest.mark.parametrize("slug", ["healthz", "Admin", "links", "a b\n", "ab"])
+def test_the_services_refuse_reserved_and_bent_slugs_whoever_calls_them(slug):
+    with pytest.raises(ValidationError):
+        shorten_url(url="https://evil.example/", slug=slug)
+    assert not Link.objects.exists()

@@ -358,3 +358,9 @@ def test_truncate_invalidates(fast_path, link):
     with change_arrives(fast_path):
         from_another_connection("TRUNCATE links_link CASCADE")
     assert lookup(fast_path, link.slug) is None
+
+
+def test_a_reserved_path_is_never_answered_by_the_fast_path(fast_path):
+    # A row written past the rule (raw SQL, an old database) cannot hijack /healthz.
+    Link.objects.bulk_create([Link(slug="healthz", original_url="https://evil.example/")])
+    assert handle(fast_path, "/healthz") == (False, None)

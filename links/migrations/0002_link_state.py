@@ -4,6 +4,7 @@ import django.core.validators
 from django.db import migrations, models
 
 import links.destinations
+import links.slugs
 from links import triggers
 
 def create_version_triggers(apps, schema_editor):
@@ -55,6 +56,11 @@ class Migration(migrations.Migration):
             model_name='link',
             name='original_url',
             field=models.TextField(validators=[links.destinations.validate_destination]),
+        ),
+        migrations.AlterField(
+            model_name='link',
+            name='slug',
+            field=models.CharField(editable=False, max_length=64, unique=True, validators=[links.slugs.validate_slug]),
         ),
         migrations.RunPython(limits_leave_canonical_links, migrations.RunPython.noop),
         migrations.RunPython(create_version_triggers, drop_version_triggers),

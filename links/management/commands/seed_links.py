@@ -2,7 +2,7 @@ from django.core.management.base import BaseCommand
 from django.db import IntegrityError, transaction
 
 from links.models import Link
-from links.services import generate_slug
+from links.slugs import generate_slug
 
 
 class Command(BaseCommand):
