@@ -34,25 +34,32 @@ def _host_of(url: str) -> str:
     return (urlsplit(url).hostname or "").rstrip(".")
 
 
+def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The IP address a host names, however it is spelled ([::ffff:a.b.c.d] is a.b.c.d)."""
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
 def _is_loopback_or_unspecified(host: str) -> bool:
     if host == "localhost" or host.endswith(".localhost"):
         return True
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return address.is_loopback or address.is_unspecified
+    address = _address(host)
+    return address is not None and (address.is_loopback or address.is_unspecified)
 
 
 def _matches_site_host(host: str, pattern: str) -> bool:
     # ALLOWED_HOSTS' own syntax: ".sho.rt" is sho.rt and every subdomain.
     pattern = pattern.lower().rstrip(".")
-    if pattern.startswith("["):
-        pattern = pattern[1:-1]
     if pattern.startswith("."):
         return host == pattern[1:] or host.endswith(pattern)
+    address = _address(host)
+    if address is not None:
+        return address == _address(pattern)
     return host == pattern
 
 

@@ -308,3 +308,16 @@ def test_the_services_refuse_reserved_and_bent_slugs_whoever_calls_them(slug):
     with pytest.raises(ValidationError):
         shorten_url(url="https://evil.example/", slug=slug)
     assert not Link.objects.exists()
+
+
+def test_the_site_s_own_ip_addresses_are_loops_in_any_spelling(client, settings):
+    settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, "203.0.113.5", "[2001:db8::1]"]
+    for url in (
+        "http://203.0.113.5/x",
+        "http://[::ffff:203.0.113.5]/x",
+        "http://[::ffff:cb00:7105]/x",
+        "http://[2001:db8::1]:8080/x",
+        "http://[2001:0db8:0:0::1]/x",
+    ):
+        assert_json_error(create(client, {"url": url}), 400, LOOP)
+    assert create(client, {"url": "http://203.0.113.6/x"}).status_code == 201
