@@ -10,6 +10,7 @@ are the same whichever layer answered.
 
 import logging
 
+import redis
 from django.core.exceptions import DisallowedHost, RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import DatabaseError
@@ -29,6 +30,10 @@ URL_NOT_FOUND = "URL not found"
 LINK_EXPIRED = "This link has expired"
 CLICK_LIMIT_REACHED = "This link has reached its click limit"
 DATABASE_UNAVAILABLE = "The database is unavailable, try again shortly"
+BACKEND_UNAVAILABLE = {
+    DatabaseError: DATABASE_UNAVAILABLE,
+    redis.RedisError: "The rate limiter (Redis) is unavailable, try again shortly",
+}
 
 # Why a link that exists cannot be followed: (status, message) by its status.
 UNAVAILABLE = {
@@ -114,17 +119,47 @@ def _as_plain(fields):
     return str(fields)
 
 
+RETRY_AFTER = "5"
+
+
+def backend_outage(request, exc) -> str | None:
+    """What to tell the client when `exc` is an outage of what the app stands on:
+    the database (locked past the busy timeout, read-only, a full disk,
+    unreachable) or Redis. Answered 503: nothing was committed (the transaction
+    rolled back), so the client may retry."""
+    for kind, message in BACKEND_UNAVAILABLE.items():
+        if isinstance(exc, kind):
+            logger.error("%s answering %s: %s", kind.__name__, request.path, exc)
+            return message
+    return None
+
+
+class BackendUnavailableMiddleware:
+    """The same 503 for Django's own views (the visitor pages, the page form),
+    whose exceptions DRF's handler never sees."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        return self.get_response(request)
+
+    def process_exception(self, request, exception):
+        message = backend_outage(request, exception)
+        if message is None:
+            return None
+        return error_response(message, status=503, headers={"Retry-After": RETRY_AFTER})
+
+
 def api_exception_handler(exc, context):
     """DRF's handler with every body in the one shape (headers such as
     Retry-After and WWW-Authenticate are kept). The model's own validation
     (full_clean in the services) answers 400 like a serializer's."""
     if isinstance(exc, DjangoValidationError):
         exc = drf_exceptions.ValidationError(detail=as_serializer_error(exc))
-    if isinstance(exc, DatabaseError):
-        # Locked past the busy timeout, read-only, or a full disk: nothing was
-        # committed (the transaction rolled back), so the client may retry.
-        logger.error("database error answering %s: %s", context["request"].path, exc)
-        return Response(error_body(DATABASE_UNAVAILABLE), status=503, headers={"Retry-After": "5"})
+    outage = backend_outage(context["request"], exc)
+    if outage is not None:
+        return Response(error_body(outage), status=503, headers={"Retry-After": RETRY_AFTER})
     response = exception_handler(exc, context)
     if response is None:
         return None

@@ -80,6 +80,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # A database or Redis outage answers 503 JSON from Django's views too.
+    "links.errors.BackendUnavailableMiddleware",
 ]
 
 # A CSRF failure answers in the site's one error shape.

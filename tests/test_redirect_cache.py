@@ -364,3 +364,22 @@ def test_a_reserved_path_is_never_answered_by_the_fast_path(fast_path):
     # A row written past the rule (raw SQL, an old database) cannot hijack /healthz.
     Link.objects.bulk_create([Link(slug="healthz", original_url="https://evil.example/")])
     assert handle(fast_path, "/healthz") == (False, None)
+
+
+def test_a_database_failure_on_a_visitor_path_is_a_json_503(client):
+    shorten_url(url=URL, slug="limited-one", max_clicks=5)
+    # take_limited_click's UPDATE of the click counter fails, as on a full disk.
+    with failing_writes_to("links_link", "NEW.clicks != OLD.clicks"):
+        response = client.get("/limited-one", HTTP_USER_AGENT="Mozilla/5.0 (X11; Linux x86_64) Chrome/131.0")
+    assert response.status_code == 503
+    assert response.json() == {"error": "The database is unavailable, try again shortly"}
+    assert response["Retry-After"] == "5"
+    assert Link.objects.get(slug="limited-one").clicks == 0
+
+
+def test_redis_down_is_a_json_503_and_creates_nothing(client, settings):
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens on port 1
+    response = client.post("/", {"url": "https://example.com/no-redis"}, content_type="application/json")
+    assert response.status_code == 503
+    assert response.json() == {"error": "The rate limiter (Redis) is unavailable, try again shortly"}
+    assert not Link.objects.filter(original_url="https://example.com/no-redis").exists()
