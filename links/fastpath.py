@@ -253,6 +253,10 @@ class PostgresLinks:
             self._listener.join(timeout=2 * VERSION_POLL_SECONDS)
 
 
+# Options of Django's PostgreSQL backend that are not libpq connection parameters.
+DJANGO_ONLY_OPTIONS = {"pool", "isolation_level", "server_side_binding", "assume_role"}
+
+
 def links_from_settings() -> SQLiteLinks | PostgresLinks:
     database = settings.DATABASES["default"]
     if database["ENGINE"] == "django.db.backends.postgresql":
@@ -262,6 +266,8 @@ def links_from_settings() -> SQLiteLinks | PostgresLinks:
             "password": database.get("PASSWORD"),
             "host": database.get("HOST"),
             "port": database.get("PORT"),
+            # sslmode, sslrootcert, connect_timeout…: the same as Django's connections.
+            **{k: v for k, v in database.get("OPTIONS", {}).items() if k not in DJANGO_ONLY_OPTIONS},
         }
         return PostgresLinks(make_conninfo(**{key: value for key, value in parts.items() if value}))
     return SQLiteLinks(database["NAME"])

@@ -123,11 +123,13 @@ SQLITE_PATH.parent.mkdir(parents=True, exist_ok=True)
 DATABASE_URL = env.str("DATABASE_URL", default="")
 if DATABASE_URL:
     DATABASES = {"default": env.db_url_config(DATABASE_URL)}
-    DATABASES["default"].update(
-        # The pool replaces persistent connections (CONN_MAX_AGE must stay 0).
-        CONN_MAX_AGE=0,
-        OPTIONS={"pool": {"min_size": 1, "max_size": env.int("DATABASE_POOL_SIZE", default=4)}},
-    )
+    # The pool replaces persistent connections (CONN_MAX_AGE must stay 0); the
+    # URL's own query options (?sslmode=verify-full&sslrootcert=…) are kept.
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": 1,
+        "max_size": env.int("DATABASE_POOL_SIZE", default=4),
+    }
 else:
     DATABASES = {
         "default": {
