@@ -12,7 +12,8 @@ import json, django
 django.setup()
 from django.conf import settings
 from links.fastpath import links_from_settings
-print(json.dumps({"options": settings.DATABASES["default"]["OPTIONS"], "fast_path": links_from_settings().conninfo}))
+options = settings.DATABASES["default"]["OPTIONS"]
+print(json.dumps({"options": options, "fast_path": links_from_settings().conninfo}))
 """
 
 
