@@ -1,5 +1,7 @@
 -- POST / with a new URL on every request, authenticated with API_KEY (so the
 -- anonymous rate limits do not apply).
+dofile(debug.getinfo(1, "S").source:match("^@(.*/)") .. "report.lua")
+
 local counter = 0
 local thread_tag = ""
 
