@@ -31,10 +31,15 @@ class ShortenerApplication:
             if message["type"] == "lifespan.startup":
                 # Waits while a restore runs; held until the worker exits.
                 serving_marker = await asyncio.to_thread(hold_serving_marker)
+                if self.fast_path is not None:
+                    # Connects (and on PostgreSQL starts listening) off the event loop.
+                    await asyncio.to_thread(self.fast_path.start)
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 # uvicorn has stopped taking requests: write what they counted.
                 await asyncio.to_thread(click_counter.shutdown)
+                if self.fast_path is not None:
+                    self.fast_path.close()
                 release_serving_marker(serving_marker)
                 await send({"type": "lifespan.shutdown.complete"})
                 return

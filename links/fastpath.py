@@ -289,6 +289,14 @@ class RedirectFastPath:
     def from_settings(cls) -> "RedirectFastPath":
         return cls(links=links_from_settings())
 
+    def start(self) -> None:
+        """Open the database (and on PostgreSQL start listening) before the first
+        request, so that no request waits for it in the event loop."""
+        try:
+            self._version = self.links.version()
+        except DATABASE_ERRORS:
+            pass  # not migrated yet: the first request tries again
+
     def close(self) -> None:
         self.links.close()
 
