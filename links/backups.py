@@ -108,8 +108,9 @@ def sqlite_database_path() -> Path:
     database = settings.DATABASES["default"]
     if "sqlite3" not in database["ENGINE"]:
         raise BackupError(
-            f"the database is {database['ENGINE'].rsplit('.', 1)[-1]}, not SQLite: back it up with the "
-            "provider's managed snapshots (e.g. Amazon RDS automated backups) or pg_dump, not backup_db"
+            f"the database is {database['ENGINE'].rsplit('.', 1)[-1]}, not SQLite: use the provider's "
+            "managed snapshots (e.g. Amazon RDS automated backups) or pg_dump and pg_restore; "
+            "backup_db and restore_db are for SQLite"
         )
     return Path(database["NAME"])
 
@@ -300,18 +301,27 @@ class FolderDestination:
         return sorted(found, key=lambda entry: entry.name)
 
     def put(self, *, local: Path, name: str, sha256: str) -> None:
+        checksum = self.folder / (name + CHECKSUM_SUFFIX)
+        partial = self.folder / (name + ".partial")
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             # The checksum first, the backup last under its final name (an atomic
             # rename): a listed backup is always complete and checkable.
-            (self.folder / (name + CHECKSUM_SUFFIX)).write_text(f"{sha256}  {name}\n")
-            partial = self.folder / (name + ".partial")
+            checksum.write_text(f"{sha256}  {name}\n")
             shutil.copyfile(local, partial)
             with open(partial, "rb") as file:
                 os.fsync(file.fileno())
             os.replace(partial, self.folder / name)
-        except OSError as error:
-            raise BackupError(f"cannot write the backup to {self.folder}: {error}") from error
+        except BaseException as error:
+            # A full disk or a stop signal leaves no half-written files behind.
+            for leftover in (partial, checksum):
+                try:
+                    leftover.unlink(missing_ok=True)
+                except OSError:
+                    pass
+            if isinstance(error, OSError):
+                raise BackupError(f"cannot write the backup to {self.folder}: {error}") from error
+            raise
 
     def fetch(self, *, name: str, into: Path) -> str:
         path = self.folder / name

@@ -27,9 +27,13 @@ def manage(env: dict, *args: str, timeout: float = 300) -> subprocess.CompletedP
     )
 
 
+# These are SQLite's backups: SQLite even when the suite runs on PostgreSQL.
+SQLITE = {"DATABASE_URL": ""}
+
+
 def fresh_database(data_dir: Path, *, links: int = 0) -> dict:
-    """A migrated database in `data_dir` (no server), and the environment naming it."""
-    env = site_env(data_dir)
+    """A migrated SQLite database in `data_dir` (no server), and the environment naming it."""
+    env = site_env(data_dir, **SQLITE)
     assert manage(env, "migrate", "--noinput", "-v0").returncode == 0
     if links:
         seeded = manage(env, "seed_links", "--count", str(links), "--quiet")
@@ -56,7 +60,7 @@ def test_backup_under_load_restores_into_a_fresh_site_with_every_link_made_befor
     stop = threading.Event()
     errors: list[str] = []
 
-    with running_site(tmp_path / "old", workers=2) as (site, _process):
+    with running_site(tmp_path / "old", workers=2, **SQLITE) as (site, _process):
         seeded = manage(site.env, "seed_links", "--count", "3000")
         assert seeded.returncode == 0, seeded.stderr
         before.update(slugs_and_urls(site.data_dir / "shortener.sqlite3"))
@@ -132,7 +136,7 @@ def test_backup_under_load_restores_into_a_fresh_site_with_every_link_made_befor
     restored = manage(new_env, "restore_db", str(backup_file))
     assert restored.returncode == 0, restored.stderr
     assert f"restored {backup_file} into" in restored.stdout
-    with running_site(tmp_path / "new", workers=2) as (new_site, _process):
+    with running_site(tmp_path / "new", workers=2, **SQLITE) as (new_site, _process):
         with httpx.Client(base_url=new_site.base_url, timeout=30) as client:
             wrong = {}
             for slug, url in before.items():
@@ -146,7 +150,7 @@ def test_backup_under_load_restores_into_a_fresh_site_with_every_link_made_befor
 
 def test_restore_refuses_while_the_app_serves_and_forced_leaves_every_worker_correct(tmp_path):
     backups = tmp_path / "backups"
-    with running_site(tmp_path / "site", workers=2) as (site, _process):
+    with running_site(tmp_path / "site", workers=2, **SQLITE) as (site, _process):
         with httpx.Client(base_url=site.base_url, timeout=30) as client:
             kept = client.post("/", json={"url": "https://example.com/in-the-backup"}).json()["short_slug"]
             assert manage(site.env, "backup_db", str(backups)).returncode == 0
@@ -294,17 +298,13 @@ def test_backup_of_a_damaged_database_fails_and_writes_nothing(tmp_path):
 
 
 def test_backup_db_on_postgresql_points_to_managed_snapshots_or_pg_dump(tmp_path):
-    (tmp_path / "postgres_settings.py").write_text(
-        "from shortener_site.settings import *  # noqa\n"
-        "DATABASES = {'default': {'ENGINE': 'django.db.backends.postgresql', 'NAME': 'shortener',"
-        " 'HOST': '127.0.0.1', 'PORT': '1'}}\n"
-    )
-    env = site_env(tmp_path, DJANGO_SETTINGS_MODULE="postgres_settings", PYTHONPATH=str(tmp_path))
+    # Configured for PostgreSQL as a deployment is; refused before any connection.
+    env = site_env(tmp_path, DATABASE_URL="postgres://shortener@127.0.0.1:1/shortener")
     for command in (["backup_db", str(tmp_path / "backups")], ["restore_db", "latest", "--from", "/nowhere"]):
         result = manage(env, *command)
         assert result.returncode == 1
         assert "the database is postgresql, not SQLite" in result.stderr
-        assert "pg_dump" in result.stderr and "managed snapshots" in result.stderr
+        assert "pg_dump and pg_restore" in result.stderr and "managed snapshots" in result.stderr
         assert "Traceback" not in result.stderr
 
 
