@@ -9,6 +9,7 @@ are the same whichever layer answered.
 """
 
 import logging
+from http import HTTPStatus
 
 import redis
 from django.core.exceptions import DisallowedHost, RequestDataTooBig
@@ -16,7 +17,6 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import DatabaseError
 from django.http import JsonResponse
 from rest_framework import exceptions as drf_exceptions
-from rest_framework.response import Response
 from rest_framework.serializers import as_serializer_error
 from rest_framework.views import exception_handler
 
@@ -152,22 +152,32 @@ class BackendUnavailableMiddleware:
 
 
 def api_exception_handler(exc, context):
-    """DRF's handler with every body in the one shape (headers such as
-    Retry-After and WWW-Authenticate are kept). The model's own validation
-    (full_clean in the services) answers 400 like a serializer's."""
+    """DRF's handler, answering with the same JsonResponse as every other error
+    (so the same bytes; headers such as Retry-After, Allow and WWW-Authenticate
+    are kept). The model's own validation (full_clean in the services) answers
+    400 like a serializer's."""
     if isinstance(exc, DjangoValidationError):
         exc = drf_exceptions.ValidationError(detail=as_serializer_error(exc))
     outage = backend_outage(context["request"], exc)
     if outage is not None:
-        return Response(error_body(outage), status=503, headers={"Retry-After": RETRY_AFTER})
+        return error_response(outage, status=503, headers={"Retry-After": RETRY_AFTER})
     response = exception_handler(exc, context)
     if response is None:
         return None
+    headers = {name: value for name, value in response.headers.items() if name.lower() != "content-type"}
     if isinstance(exc, drf_exceptions.ValidationError):
-        response.data = validation_error_body(exc)
-    elif isinstance(response.data, dict) and "detail" in response.data:
-        response.data = error_body(str(response.data["detail"]))
-    return response
+        body = validation_error_body(exc)
+    else:
+        body = error_body(message_for(response.status_code, str(response.data.get("detail", ""))))
+    return JsonResponse(body, status=response.status_code, headers=headers)
+
+
+# One sentence per status where the site's layers would each word it their own way.
+STATUS_MESSAGES = {404: "Not found", 405: "Method not allowed"}
+
+
+def message_for(status: int, detail: str = "") -> str:
+    return STATUS_MESSAGES.get(status) or detail or HTTPStatus(status).phrase
 
 
 # Django's handlers (shortener_site/urls.py), used for every error that does
@@ -194,7 +204,7 @@ def json_csrf_failure(request, reason=""):
 
 
 def json_not_found(request, exception=None, **kwargs):
-    return error_response("Not found", status=404)
+    return error_response(message_for(404), status=404)
 
 
 def json_server_error(request):

@@ -1,6 +1,5 @@
 import io
 import math
-from http import HTTPStatus
 
 import segno
 from django.conf import settings
@@ -29,7 +28,7 @@ from rest_framework.views import APIView
 from links import selectors
 from links.authentication import APIKeyAuthentication
 from links.clicks import click_counter
-from links.errors import Conflict, LinkUnavailable, error_response
+from links.errors import Conflict, LinkUnavailable, error_response, message_for
 from links.models import APIKey, Link, LinkStatus
 from links.negotiation import prefers_html
 from links.pages import visitor_error_page
@@ -223,7 +222,7 @@ class ShortenPageView(View):
         return shorten_page(request)
 
     def http_method_not_allowed(self, request, *args, **kwargs):
-        return error_response("Method not allowed", status=405, headers={"Allow": "GET, HEAD, POST"})
+        return error_response(message_for(405), status=405, headers={"Allow": "GET, HEAD, POST"})
 
     def post(self, request):
         values = {name: request.POST.get(name, "") for name in SHORTEN_FORM_FIELDS}
@@ -291,7 +290,7 @@ class VisitorView(View):
 
     def http_method_not_allowed(self, request, *args, **kwargs):
         allowed = ", ".join(m.upper() for m in self._allowed_methods())
-        return error_response("Method not allowed", status=405, headers={"Allow": allowed})
+        return error_response(message_for(405), status=405, headers={"Allow": allowed})
 
 
 class LinkRedirectView(VisitorView):
@@ -358,10 +357,10 @@ def third_party_api_view(view, *, methods=("GET", "HEAD")):
     @csrf_exempt  # read-only: a stray POST gets the 405, not a CSRF failure
     def answer(request, *args, **kwargs):
         if request.method not in methods:
-            return error_response("Method not allowed", status=405, headers={"Allow": ", ".join(methods)})
+            return error_response(message_for(405), status=405, headers={"Allow": ", ".join(methods)})
         response = view(request, *args, **kwargs)
         if response.status_code >= 400:
-            return error_response(HTTPStatus(response.status_code).phrase, status=response.status_code)
+            return error_response(message_for(response.status_code), status=response.status_code)
         return response
 
     return answer

@@ -224,7 +224,7 @@ def test_unknown_methods_are_json_405(api, path):
 def test_the_api_docs_and_schema_answer_errors_in_json(client):
     assert_json_error(client.options("/api/docs/"), 405, NOT_ALLOWED)
     assert_json_error(client.post("/api/schema/"), 405, NOT_ALLOWED)
-    assert_json_error(client.get("/api/schema/?format=xyz"), 404, {"error": "Not Found"})
+    assert_json_error(client.get("/api/schema/?format=xyz"), 404, {"error": "Not found"})
     assert client.get("/api/schema/?format=json").status_code == 200
     assert client.get("/api/docs/").status_code == 200
 
@@ -321,3 +321,19 @@ def test_the_site_s_own_ip_addresses_are_loops_in_any_spelling(client, settings)
     ):
         assert_json_error(create(client, {"url": url}), 400, LOOP)
     assert create(client, {"url": "http://203.0.113.6/x"}).status_code == 201
+
+
+def test_every_layer_writes_the_same_bytes_for_the_same_error(api):
+    """DRF's views, Django's views, the wrapped schema views and Django's
+    handlers all answer through links.errors.error_response."""
+    not_allowed = [
+        api.generic("FOO", "/"),  # DRF
+        api.generic("FOO", "/api/links/"),  # DRF, with a key
+        api.post("/some-slug+"),  # a Django visitor view
+        api.post("/api/schema/"),  # drf-spectacular, wrapped
+    ]
+    assert {response.content for response in not_allowed} == {b'{"error": "Method not allowed"}'}
+    not_found = [api.get("/api/links/no-such-slug/"), api.get("/a/b/c"), api.get("/api/schema/?format=xyz")]
+    assert {response.content for response in not_found} == {b'{"error": "Not found"}'}
+    invalid = api.post("/", '{"url": "ftp://x"}', content_type="application/json")
+    assert invalid.content == b'{"error": "Invalid URL format"}'

@@ -319,7 +319,7 @@ def test_delete_answers_204_and_the_link_is_gone(api, client):
     assert api.delete(f"/api/links/{slug}/").status_code == 204
     assert visit(client, slug).status_code == 404
     missing = api.get(f"/api/links/{slug}/")
-    assert (missing.status_code, missing.json()) == (404, {"error": "No Link matches the given query."})
+    assert (missing.status_code, missing.json()) == (404, {"error": "Not found"})
 
 
 # --- throttling and private instances -----------------------------------------------
