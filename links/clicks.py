@@ -67,7 +67,8 @@ class ClickCounter:
         self._ensure_flusher()
 
     def flush(self) -> int:
-        """Write the tally to the database; returns the clicks written. On a
+        """Write the tally to the database; returns the clicks it took from the
+        tally (those of a link deleted meanwhile are dropped, not written). On a
         database error the tally is kept for the next attempt."""
         with self._flush_lock:
             with self._lock:

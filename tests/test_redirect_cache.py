@@ -282,11 +282,15 @@ def test_click_flush_keeps_the_tally_when_the_write_fails(link):
 
 
 def test_clicks_of_a_deleted_link_are_dropped(link):
+    other, _ = shorten_url(url="https://example.com/kept", slug="kept-link")
     counter = ClickCounter()
     counter.record(link.pk)
+    counter.record(other.pk)
     link.delete()
-    assert counter.flush() == 1
-    assert not DailyClicks.objects.exists()
+    assert counter.flush() == 2  # both taken from the tally...
+    # ...and only the existing link's written.
+    assert [(row.link_id, row.count) for row in DailyClicks.objects.all()] == [(other.pk, 1)]
+    assert Link.objects.get(pk=other.pk).clicks == 1
 
 
 def link_triggers() -> set[str]:
