@@ -5,7 +5,7 @@
 #   bash scripts/with_postgres.sh .venv/bin/python -m pytest tests/test_api_contract.py
 set -euo pipefail
 
-pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+pg_bin=$(find /usr/lib/postgresql -mindepth 2 -maxdepth 2 -name bin -type d 2>/dev/null | sort -V | tail -n 1)
 if [ -z "$pg_bin" ]; then
   echo "with_postgres: PostgreSQL is not installed (apt-get install postgresql)" >&2
   exit 2
