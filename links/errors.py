@@ -199,8 +199,11 @@ def json_permission_denied(request, exception=None):
     return error_response("Permission denied", status=403)
 
 
+CSRF_FAILED = "CSRF check failed: reload the page and try again"
+
+
 def json_csrf_failure(request, reason=""):
-    return error_response("CSRF check failed: reload the page and try again", status=403)
+    return error_response(CSRF_FAILED, status=403)
 
 
 def json_not_found(request, exception=None, **kwargs):

@@ -5,22 +5,29 @@ a counter increment and one ASGI response. It answers only the plain cases:
 
 - an active link without a click limit: 308 (the click is counted in memory
   by `links.clicks`), until its expiry;
-- a slug with no link: 404 `{"error": "URL not found"}` (looked up each time,
-  never cached, so a new link is found at once);
+- a slug with no link: 404 `{"error": "URL not found"}`, or the same page
+  Django gives to a client that prefers HTML (links.negotiation); looked up
+  each time, never cached, so a new link is found at once;
 - a Host this site does not answer to: 400, as Django would.
 
-Everything else (limited, expired or disabled links, other paths and methods)
-goes to Django. Whether a link may be followed is `Link.status`'s decision.
+Everything else (limited, expired or disabled links, reserved paths, other
+methods) goes to Django. Whether a link may be followed is `Link.status`'s
+decision; the bytes of every error are links.errors'.
 
-Each worker process keeps a bounded slug -> answer cache, filled from SQLite
-with a read-only connection of its own. Invalidation cannot miss a writer:
-the database's triggers bump `links_linktableversion` in the same transaction
-as any change to a link (migration 0002). On every request the worker asks
-SQLite's `PRAGMA data_version` whether another connection committed anything
-(a call into SQLite, no I/O) and only then re-reads the version row; a new
-version clears the cache. Readers see only committed data, so an answer is
-never cached from a row that a later commit changed without the version
-moving on with it.
+Each worker process keeps a bounded slug -> answer cache. Invalidation cannot
+miss a writer: the database's triggers (links/triggers.py) bump
+`links_linktableversion` in the same transaction as any change to a link.
+
+- SQLite (SQLiteLinks): a read-only connection of the worker's own, in the
+  event loop. Every request asks `PRAGMA data_version` whether another
+  connection committed anything (a call into SQLite, no I/O) and only then
+  re-reads the version row; a new version clears the cache.
+- PostgreSQL (PostgresLinks): misses are read in a thread on a small pool; a
+  listener thread hears the triggers' NOTIFY at commit, and reads the version
+  row every second in case a notification was lost.
+
+Readers see only committed data, and an answer read while a change arrived is
+not kept, so no answer outlives the change that made it wrong.
 """
 
 import asyncio
