@@ -78,12 +78,17 @@ def test_the_contract_holds_through_nginx(http, stack):
         {"url": "https://example.com/" + "x" * 2100},
         {"url": 7},
         {},
-        {"url": "http://127.0.0.1/loop"},
     ],
 )
 def test_bad_input_through_nginx_gets_the_contract_error(http, payload):
     response = http.post("/", json=payload)
     assert (response.status_code, response.json()) == (400, INVALID)
+
+
+def test_a_loop_through_nginx_gets_the_contract_error_and_the_reason(http):
+    response = http.post("/", json={"url": "http://127.0.0.1/loop"})
+    reason = "The URL points back to this site: a short link to it would loop."
+    assert (response.status_code, response.json()) == (400, {**INVALID, "detail": reason})
 
 
 def test_malformed_json_and_oversized_bodies_get_json_errors(http):
@@ -153,7 +158,7 @@ def test_recreated_app_with_public_base_url_and_a_throttle_behind_the_edge(stack
         stack.write_env(PUBLIC_BASE_URL="https://sho.rt", SHORTENER_ANON_CREATE_RATE="3/min")
         try:
             stack.up("app")
-            # The throttle's counters live on the data volume: start from zero.
+            # The throttle's windows live in the database: start from zero.
             stack.compose(
                 "exec",
                 "-T",
@@ -162,7 +167,7 @@ def test_recreated_app_with_public_base_url_and_a_throttle_behind_the_edge(stack
                 "manage.py",
                 "shell",
                 "-c",
-                "from django.core.cache import cache; cache.clear()",
+                "from links.models import RateLimitBucket; RateLimitBucket.objects.all().delete()",
             )
             # nginx kept running; the recreated app is reached at once, no 502.
             recreated = http.post("/", json={"url": "https://example.com/after-recreate"})
