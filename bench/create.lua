@@ -1,6 +1,6 @@
 -- POST / with a new URL on every request, authenticated with API_KEY (so the
 -- anonymous rate limits do not apply).
-dofile(debug.getinfo(1, "S").source:match("^@(.*/)") .. "report.lua")
+dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "report.lua")
 
 local counter = 0
 local thread_tag = ""

@@ -7,7 +7,7 @@
 -- The slugs are kept as one string of fixed-width lines, not a table of a
 -- million strings: LuaJIT's collector would walk such a table over and over,
 -- and wrk runs on the same cores as the stack it measures.
-dofile(debug.getinfo(1, "S").source:match("^@(.*/)") .. "report.lua")
+dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "report.lua")
 
 local slugs, width, count, position
 local sequence = os.getenv("SLUGS_ORDER") == "sequence"
