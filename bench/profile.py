@@ -8,7 +8,12 @@ from pathlib import Path
 
 from bench.wrk import log
 
-IDLE_LEAF = re.compile(r"^(Condition\.wait|Event\.wait|Connection\._recv|_recv_bytes|select|poll)\b")
+# Leaves where a thread waits rather than works. `_worker` of concurrent.futures is an
+# idle pool thread blocked in its queue's get() (C code: no deeper Python frame).
+IDLE_LEAF = re.compile(
+    r"^(Condition\.wait|Event\.wait|Connection\._recv|_recv_bytes|select|poll)\b"
+    r"|^_worker \(.*concurrent/futures/thread\.py"
+)
 
 
 def profile_app_worker(app_container: str, seconds: float, output: Path) -> subprocess.Popen | None:
