@@ -6,6 +6,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -68,14 +69,21 @@ class Stack:
     def environment(self) -> dict:
         return compose_environment(http_port=self.http_port, backend_net=self.backend_net)
 
-    def compose(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
+    # The compose files this stack is made of, in order (overrides after the base).
+    compose_files: ClassVar[tuple[str, ...]] = (COMPOSE_FILE,)
+    compose_timeout: ClassVar[float] = 600
+
+    def compose(
+        self, *args: str, check: bool = True, timeout: float | None = None
+    ) -> subprocess.CompletedProcess:
+        files = [option for name in self.compose_files for option in ("-f", name)]
         result = subprocess.run(
-            ["docker", "compose", "-f", COMPOSE_FILE, "-p", self.project, *args],
+            ["docker", "compose", *files, "-p", self.project, *args],
             cwd=self.directory,
             env=self.environment(),
             capture_output=True,
             text=True,
-            timeout=timeout,
+            timeout=timeout or self.compose_timeout,
         )
         if check and result.returncode != 0:
             raise AssertionError(f"docker compose {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")

@@ -10,7 +10,6 @@ import json
 import re
 import socket
 import ssl
-import subprocess
 import threading
 import time
 import warnings
@@ -35,6 +34,9 @@ ONE_YEAR = 365 * 24 * 3600
 class HttpsStack(Stack):
     """The stack with HTTPS and the pebble test override, on its own ports and networks."""
 
+    compose_files = COMPOSE_FILES
+    compose_timeout = 900
+
     https_port: int
     pebble_port: int
 
@@ -46,20 +48,6 @@ class HttpsStack(Stack):
             "ACME_NET": f"10.77.{self.subnet_octet}",
             "PEBBLE_PORT": str(self.pebble_port),
         }
-
-    def compose(self, *args: str, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
-        files = [option for name in COMPOSE_FILES for option in ("-f", name)]
-        result = subprocess.run(
-            ["docker", "compose", *files, "-p", self.project, *args],
-            cwd=self.directory,
-            env=self.environment(),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-        if check and result.returncode != 0:
-            raise AssertionError(f"docker compose {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
-        return result
 
 
 def tls_context(root_pem: str, *, alpn: bool = True) -> ssl.SSLContext:

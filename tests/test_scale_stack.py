@@ -44,6 +44,8 @@ UPSTREAM_CONF = f"add_header {UPSTREAM_HEADER} $upstream_addr always;\n"
 class ScaleStack(Stack):
     """docker-compose.scale.yml (with the test's override) on 10.253.<octet>.0/24."""
 
+    compose_files = ("docker-compose.scale.yml", "scale-test.override.yml")
+
     api_key: str = ""
     # When the last anonymous creation was made (the throttle test waits for its window to pass).
     anonymous_at: float = 0.0
@@ -56,20 +58,6 @@ class ScaleStack(Stack):
         environment = compose_environment(http_port=self.http_port, backend_net=self.backend_net)
         environment["APP_REPLICAS"] = str(REPLICAS)
         return environment
-
-    def compose(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
-        files = ["-f", "docker-compose.scale.yml", "-f", "scale-test.override.yml"]
-        result = subprocess.run(
-            ["docker", "compose", *files, "-p", self.project, *args],
-            cwd=self.directory,
-            env=self.environment(),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-        if check and result.returncode != 0:
-            raise AssertionError(f"docker compose {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
-        return result
 
     def replicas(self) -> dict[str, str]:
         """Running app replicas: container id -> address on the backend network."""
