@@ -42,3 +42,29 @@ def redis_server(directory: Path) -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+@contextmanager
+def moto_server(**environment: str) -> Iterator[str]:
+    """moto's AWS server (EC2, S3, IAM) on loopback; yields its endpoint URL."""
+    import os
+    import sys
+
+    from tests.conftest import wait_until_up
+
+    moto = shutil.which("moto_server") or str(Path(sys.executable).parent / "moto_server")
+    if not Path(moto).exists():
+        pytest.skip("moto[server] is not installed")
+    port = free_port()
+    process = subprocess.Popen(
+        [moto, "-H", "127.0.0.1", "-p", str(port)],
+        env={**os.environ, **environment},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_until_up(f"http://127.0.0.1:{port}/moto-api/")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait()

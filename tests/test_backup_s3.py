@@ -1,14 +1,9 @@
 """backup_db and restore_db against moto's S3 server on 127.0.0.1 (boto3's standard
 credential chain, AWS_ENDPOINT_URL pointing at moto)."""
 
-import shutil
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-from tests.conftest import free_port, wait_until_up
+from tests.servers import moto_server
 from tests.test_backup import fresh_database, manage, slugs_and_urls
 
 BUCKET = "shortener-backups-test"
@@ -16,19 +11,8 @@ BUCKET = "shortener-backups-test"
 
 @pytest.fixture(scope="module")
 def moto_endpoint():
-    moto = shutil.which("moto_server") or str(Path(sys.executable).parent / "moto_server")
-    if not Path(moto).exists():
-        pytest.skip("moto[server] is not installed")
-    port = free_port()
-    process = subprocess.Popen(
-        [moto, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        wait_until_up(f"http://127.0.0.1:{port}/moto-api/")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        process.wait()
+    with moto_server() as endpoint:
+        yield endpoint
 
 
 @pytest.fixture

@@ -7,11 +7,11 @@ import shutil
 import stat
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from tests.conftest import PROJECT_DIR, free_port, wait_until_up
+from tests.servers import moto_server
 
 SCRIPTS = PROJECT_DIR / "scripts"
 DEBIAN_OWNER = "136693071363"
@@ -100,8 +100,6 @@ def moto_ami(ami_id: str, name: str, owner: str, created: str) -> dict:
 
 @pytest.fixture(scope="module")
 def moto_endpoint(tmp_path_factory):
-    if not shutil.which("moto_server") and not (Path(sys.executable).parent / "moto_server").exists():
-        pytest.skip("moto[server] is not installed")
     amis = tmp_path_factory.mktemp("moto") / "amis.json"
     # Debian's publishing account and naming: an older build and the newest; and
     # a newer-looking image from someone else, which must never be picked.
@@ -120,20 +118,8 @@ def moto_endpoint(tmp_path_factory):
             ]
         )
     )
-    port = free_port()
-    moto = shutil.which("moto_server") or str(Path(sys.executable).parent / "moto_server")
-    process = subprocess.Popen(
-        [moto, "-H", "127.0.0.1", "-p", str(port)],
-        env={**os.environ, "MOTO_AMIS_PATH": str(amis)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_until_up(f"http://127.0.0.1:{port}/moto-api/")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        process.wait()
+    with moto_server(MOTO_AMIS_PATH=str(amis)) as endpoint:
+        yield endpoint
 
 
 @pytest.fixture
