@@ -7,11 +7,14 @@ from links.errors import URL_NOT_FOUND, LinkUnavailable
 from links.models import Link, LinkStatus
 
 
-def build_short_url(*, slug: str, request: HttpRequest) -> str:
-    """The public address of a slug: PUBLIC_BASE_URL when configured, else the
+def public_base_url(*, request: HttpRequest) -> str:
+    """The site's public address: PUBLIC_BASE_URL when configured, else the
     scheme and host the client used (as vouched for by the trusted proxy)."""
-    base = settings.PUBLIC_BASE_URL or f"{request.scheme}://{request.get_host()}"
-    return f"{base}/{slug}"
+    return settings.PUBLIC_BASE_URL or f"{request.scheme}://{request.get_host()}"
+
+
+def build_short_url(*, slug: str, request: HttpRequest) -> str:
+    return f"{public_base_url(request=request)}/{slug}"
 
 
 def get_followable_link(*, slug: str) -> Link:

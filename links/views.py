@@ -200,7 +200,7 @@ def may_create_from_page(request) -> bool:
 
 
 def shorten_page(request, *, status: int = 200, **context) -> HttpResponse:
-    base_url = settings.PUBLIC_BASE_URL or f"{request.scheme}://{request.get_host()}"
+    base_url = selectors.public_base_url(request=request)
     context.setdefault("values", {})
     context.setdefault("errors", {})
     link = context.get("link")
