@@ -201,11 +201,13 @@ def take_rate_slot(*, key: str, limit: int, period: float) -> float | None:
     lock), so no two requests can take the last slot."""
     if settings.REDIS_URL:
         return _take_rate_slot_in_redis(key=key, limit=limit, period=period)
-    now = time.time()
     with transaction.atomic():
         bucket, _ = RateLimitBucket.objects.select_for_update().get_or_create(
-            key=key, defaults={"updated_at": now}
+            key=key, defaults={"updated_at": 0.0}
         )
+        # Read once the lock is held: a hit recorded by whoever held it before is
+        # then never in this request's future (a wait beyond `period`).
+        now = time.time()
         recent = [hit for hit in bucket.hits if hit > now - period]
         if len(recent) >= limit:
             return recent[-limit] + period - now
