@@ -68,3 +68,16 @@ def moto_server(**environment: str) -> Iterator[str]:
     finally:
         process.terminate()
         process.wait()
+
+
+def fake_aws_environment(endpoint: str, folder: Path) -> dict[str, str]:
+    """The variables that point boto3's standard credential chain at moto, and
+    nowhere else (no ~/.aws of the machine's)."""
+    return {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_CONFIG_FILE": str(folder / "no-config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(folder / "no-credentials"),
+    }

@@ -3,7 +3,7 @@ credential chain, AWS_ENDPOINT_URL pointing at moto)."""
 
 import pytest
 
-from tests.servers import moto_server
+from tests.servers import fake_aws_environment, moto_server
 from tests.test_backup import fresh_database, manage, slugs_and_urls
 
 BUCKET = "shortener-backups-test"
@@ -20,14 +20,7 @@ def aws(moto_endpoint, tmp_path):
     """The environment a backup command runs in, and an S3 client to look with."""
     import boto3
 
-    env = {
-        "AWS_ENDPOINT_URL": moto_endpoint,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_CONFIG_FILE": str(tmp_path / "no-config"),
-        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-credentials"),
-    }
+    env = fake_aws_environment(moto_endpoint, tmp_path)
     s3 = boto3.client(
         "s3",
         endpoint_url=moto_endpoint,

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from tests.conftest import PROJECT_DIR, free_port, wait_until_up
-from tests.servers import moto_server
+from tests.servers import fake_aws_environment, moto_server
 
 SCRIPTS = PROJECT_DIR / "scripts"
 DEBIAN_OWNER = "136693071363"
@@ -124,15 +124,7 @@ def moto_endpoint(tmp_path_factory):
 
 @pytest.fixture
 def aws_env(moto_endpoint, tmp_path):
-    return {
-        **os.environ,
-        "AWS_ENDPOINT_URL": moto_endpoint,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_CONFIG_FILE": str(tmp_path / "no-config"),
-        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-credentials"),
-    }
+    return {**os.environ, **fake_aws_environment(moto_endpoint, tmp_path)}
 
 
 @pytest.fixture
