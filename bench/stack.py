@@ -13,7 +13,6 @@ from tests.stack import Stack
 
 NGINX_IMAGE = "nginx:1.28-bookworm"
 PROJECT_NAME = "shortener-bench"
-SUBNET_OCTET = 238  # BACKEND_NET 10.254.238: no test stack uses it
 
 
 def wait_for(url: str, *, status: int, seconds: float = 30) -> None:
@@ -34,9 +33,7 @@ def wait_for(url: str, *, status: int, seconds: float = 30) -> None:
 
 class BenchStack:
     def __init__(self, workdir: Path, *, workers: int, fast_path: bool, extra_env: list[str]):
-        self.stack = Stack(
-            directory=copy_project(workdir / "project"), project=PROJECT_NAME, subnet_octet=SUBNET_OCTET
-        )
+        self.stack = Stack(directory=copy_project(workdir / "project"), project=PROJECT_NAME)
         settings = dict(setting.split("=", 1) for setting in extra_env)
         self.stack.write_env(
             WEB_CONCURRENCY=str(workers), SHORTENER_REDIRECT_FAST_PATH=str(int(fast_path)), **settings

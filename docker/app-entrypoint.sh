@@ -2,5 +2,12 @@
 # Creates the admin user named by DJANGO_SUPERUSER_* (if set and missing),
 # then becomes the server process.
 set -e
+if [ "${FORWARDED_ALLOW_IPS:-}" = "attached-networks" ]; then
+    # The compose files' setting: trust the proxy on the stack's own network,
+    # whatever address the engine gave it (docker/attached_networks.py).
+    FORWARDED_ALLOW_IPS="$(python /app/docker/attached_networks.py)"
+    export FORWARDED_ALLOW_IPS
+    echo "app-entrypoint: X-Forwarded-* believed from $FORWARDED_ALLOW_IPS" >&2
+fi
 python /app/manage.py ensure_superuser
 exec "$@"

@@ -22,7 +22,7 @@ RUN pip install -r requirements.txt
 COPY manage.py ./
 COPY shortener_site ./shortener_site
 COPY links ./links
-COPY docker/app-entrypoint.sh docker/healthcheck.py ./docker/
+COPY docker/app-entrypoint.sh docker/attached_networks.py docker/healthcheck.py ./docker/
 
 # Static files are collected at build time; DEBUG here only spares the build
 # a secret key (no database is touched, nothing secret is baked in).

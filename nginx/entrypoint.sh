@@ -102,4 +102,5 @@ log "$(describe)"
 if [ -n "$DOMAIN" ]; then
     watch_certificate &
 fi
-exec /docker-entrypoint.sh "$@"
+# The app has no fixed address: watch-app.sh reloads nginx when it moves.
+exec /bin/sh "$SRC/watch-app.sh" /docker-entrypoint.sh "$@"

@@ -44,10 +44,6 @@ def copy_project(destination: Path) -> Path:
     return destination
 
 
-def compose_environment(*, http_port: int, backend_net: str | None = None) -> dict:
-    """The environment for `docker compose` of one stack: its loopback port and,
-    for a stack beside others, its own private network (BACKEND_NET, "a.b.c")."""
-    environment = {**os.environ, "HTTP_PORT": str(http_port), "HTTP_BIND": "127.0.0.1"}
-    if backend_net:
-        environment["BACKEND_NET"] = backend_net
-    return environment
+def compose_environment(*, http_port: int) -> dict:
+    """The environment for `docker compose` of one stack: nginx on a loopback port."""
+    return {**os.environ, "HTTP_PORT": str(http_port), "HTTP_BIND": "127.0.0.1"}

@@ -32,19 +32,18 @@ def require_engine() -> None:
 
 @dataclass
 class Stack:
-    """One compose project in its own folder, on its own loopback port and private
-    network (BACKEND_NET 10.254.<subnet_octet>: pick an octet no other test uses)."""
+    """One compose project in its own folder and on its own loopback port (its private
+    network is the engine's choice, so stacks run side by side)."""
 
     directory: Path
     project: str
-    subnet_octet: int
     secret_key: str = field(default_factory=lambda: secrets.token_urlsafe(40))
     http_port: int = field(default_factory=free_port)
 
     @classmethod
-    def copy_of_project(cls, tmp_path: Path, *, name: str, subnet_octet: int) -> "Stack":
+    def copy_of_project(cls, tmp_path: Path, *, name: str) -> "Stack":
         directory = copy_project(tmp_path / name)
-        stack = cls(directory=directory, project=f"shortener-test-{name}", subnet_octet=subnet_octet)
+        stack = cls(directory=directory, project=f"shortener-test-{name}")
         stack.write_env()
         return stack
 
@@ -62,12 +61,8 @@ class Stack:
         }
         (self.directory / ".env").write_text("".join(f"{k}={v}\n" for k, v in values.items()))
 
-    @property
-    def backend_net(self) -> str:
-        return f"10.254.{self.subnet_octet}"
-
     def environment(self) -> dict:
-        return compose_environment(http_port=self.http_port, backend_net=self.backend_net)
+        return compose_environment(http_port=self.http_port)
 
     # The compose files this stack is made of, in order (overrides after the base).
     compose_files: ClassVar[tuple[str, ...]] = (COMPOSE_FILE,)

@@ -25,7 +25,7 @@ CREATE_BUCKET = (
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     require_engine()
-    stack = Stack.copy_of_project(tmp_path_factory.mktemp("litestream"), name="litestream", subnet_octet=242)
+    stack = Stack.copy_of_project(tmp_path_factory.mktemp("litestream"), name="litestream")
     stack.write_env(LITESTREAM_BUCKET=BUCKET, LITESTREAM_PATH="shortener/litestream")
     try:
         stack.compose(*WITH_LITESTREAM, "up", "-d", "--build", "--wait")

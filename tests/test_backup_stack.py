@@ -24,7 +24,7 @@ RESTORE = ("run", "--rm", "--no-deps", "backup", "python", "manage.py", "restore
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     require_engine()
-    stack = Stack.copy_of_project(tmp_path_factory.mktemp("backup-stack"), name="backup", subnet_octet=240)
+    stack = Stack.copy_of_project(tmp_path_factory.mktemp("backup-stack"), name="backup")
     # A short interval, so the test sees the schedule at work.
     stack.write_env(BACKUP_INTERVAL="3s", BACKUP_KEEP="3")
     try:

@@ -76,7 +76,7 @@ def ssh_server(tmp_path):
 def test_deploy_copies_configures_starts_and_keeps_data_across_deploys(ssh_server, tmp_path):
     require_engine()
     # Deploy from a copy with a local .env holding a marker: it must never travel.
-    source = Stack.copy_of_project(tmp_path, name="deploy-source", subnet_octet=253)
+    source = Stack.copy_of_project(tmp_path, name="deploy-source")
     local_marker = "LOCAL-ONLY-SECRET-MARKER"
     (source.directory / ".env").write_text(f"DJANGO_SECRET_KEY={local_marker}\n")
     (source.directory / "data").mkdir()
@@ -168,7 +168,7 @@ def test_the_manual_scp_route_in_docs_deploy_ec2_works_as_written(ssh_server, tm
     require_engine()
     guide = (PROJECT_DIR / "docs" / "deploy-ec2.md").read_text()
     block = re.search(r"## 3b\..*?```bash\n(.*?)```", guide, flags=re.DOTALL)[1]
-    source = Stack.copy_of_project(tmp_path, name="scp-source", subnet_octet=237)
+    source = Stack.copy_of_project(tmp_path, name="scp-source")
     # What must stay behind: the local .env (Stack wrote one, with its own secret), git, data.
     (source.directory / ".git").mkdir()
     (source.directory / "data").mkdir()
@@ -186,7 +186,7 @@ def test_the_manual_scp_route_in_docs_deploy_ec2_works_as_written(ssh_server, tm
         ("/tmp/shortener.tar.gz", f"{tmp_path}/shortener.tar.gz"),
         (
             "docker compose",
-            f"HTTP_PORT={source.http_port} HTTP_BIND=127.0.0.1 BACKEND_NET={source.backend_net} "
+            f"HTTP_PORT={source.http_port} HTTP_BIND=127.0.0.1 "
             "COMPOSE_PROJECT_NAME=shortener-test-scp docker compose",
         ),
         ("http://$HOST/", f"http://$HOST:{source.http_port}/"),
@@ -240,12 +240,11 @@ def test_deploy_with_a_domain_serves_https_and_later_deploys_keep_it(ssh_server,
     from tests.test_https_stack import DOMAIN, https, pebble_root, tls_context
 
     require_engine()
-    source = Stack.copy_of_project(tmp_path, name="deploy-https-source", subnet_octet=246)
+    source = Stack.copy_of_project(tmp_path, name="deploy-https-source")
     remote_dir = tmp_path / "server-home" / "shortener"
     http_port, https_port, pebble_port = free_port(), free_port(), free_port()
     compose_settings = {
         "COMPOSE_PROJECT_NAME": "shortener-test-deploy-https",
-        "BACKEND_NET": "10.254.246",
         "ACME_NET": "10.77.246",
         "PEBBLE_PORT": str(pebble_port),
     }

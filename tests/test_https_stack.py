@@ -26,7 +26,7 @@ pytestmark = pytest.mark.stack
 
 DOMAIN = "short.example"
 PUBLIC_BASE_URL = f"https://{DOMAIN}"
-SUBNET_OCTET = 245  # BACKEND_NET 10.254.245, the ACME network 10.77.245
+ACME_NET = "10.77.245"  # the pebble override's fixed test network (docker-compose.pebble.yml)
 COMPOSE_FILES = ("docker-compose.prod.yml", "docker-compose.https.yml", "docker-compose.pebble.yml")
 ONE_YEAR = 365 * 24 * 3600
 
@@ -45,7 +45,7 @@ class HttpsStack(Stack):
             **super().environment(),
             "HTTPS_PORT": str(self.https_port),
             "HTTPS_BIND": "127.0.0.1",
-            "ACME_NET": f"10.77.{self.subnet_octet}",
+            "ACME_NET": ACME_NET,
             "PEBBLE_PORT": str(self.pebble_port),
         }
 
@@ -83,9 +83,7 @@ def pebble_root(port: int, minica: str) -> str:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     require_engine()
-    site = HttpsStack.copy_of_project(
-        tmp_path_factory.mktemp("https"), name="https", subnet_octet=SUBNET_OCTET
-    )
+    site = HttpsStack.copy_of_project(tmp_path_factory.mktemp("https"), name="https")
     site.https_port = free_port()
     site.pebble_port = free_port()
     site.admin_password = "A-long-test-password-" + site.secret_key[:12]

@@ -39,7 +39,7 @@ BLOCKS = {
     'curl -H "Authorization: Bearer $KEY" \'http://127.0.0.1:8000/api/links/?search=': RUN_LOCAL,
     "cp .env.example .env": RUN_STACK,
     "docker compose -f docker-compose.prod.yml logs -f app": RUN_STACK,
-    "COMPOSE_PROJECT_NAME=shortener-staging HTTP_PORT=8081 BACKEND_NET=10.254.200 \\": RUN_STACK,
+    "COMPOSE_PROJECT_NAME=shortener-staging HTTP_PORT=8081 \\": RUN_STACK,
     'python3 scripts/provision_ec2.py up --ssh-cidr "$(curl -s https://checkip.amazonaws.com)/32"': (
         "needs an AWS account: tests/test_ec2_kit.py and tests/test_deploy.py run the kit locally"
     ),
@@ -92,7 +92,7 @@ def block_kind(block: str) -> str:
 
 def new_user_environment() -> dict:
     """This machine's environment without the project's settings (the test suite's included)."""
-    prefixes = ("DJANGO_", "SHORTENER_", "SQLITE_", "COMPOSE_", "HTTP_", "BACKEND_NET")
+    prefixes = ("DJANGO_", "SHORTENER_", "SQLITE_", "COMPOSE_", "HTTP_")
     return {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
 
 
@@ -255,7 +255,6 @@ def test_the_container_commands_work_as_written_and_two_stacks_run_side_by_side(
         "COMPOSE_PROJECT_NAME": "shortener-readme",
         "HTTP_PORT": str(first_port),
         "HTTP_BIND": "127.0.0.1",
-        "BACKEND_NET": "10.254.238",
     }
     reader = Reader(
         cwd=project,

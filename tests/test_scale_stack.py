@@ -42,7 +42,7 @@ UPSTREAM_CONF = f"add_header {UPSTREAM_HEADER} $upstream_addr always;\n"
 
 @dataclass
 class ScaleStack(Stack):
-    """docker-compose.scale.yml (with the test's override) on 10.253.<octet>.0/24."""
+    """docker-compose.scale.yml with the test's override."""
 
     compose_files = ("docker-compose.scale.yml", "scale-test.override.yml")
 
@@ -50,12 +50,8 @@ class ScaleStack(Stack):
     # When the last anonymous creation was made (the throttle test waits for its window to pass).
     anonymous_at: float = 0.0
 
-    @property
-    def backend_net(self) -> str:
-        return f"10.253.{self.subnet_octet}"
-
     def environment(self) -> dict:
-        environment = compose_environment(http_port=self.http_port, backend_net=self.backend_net)
+        environment = compose_environment(http_port=self.http_port)
         environment["APP_REPLICAS"] = str(REPLICAS)
         return environment
 
@@ -78,7 +74,7 @@ class ScaleStack(Stack):
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     require_engine()
-    stack = ScaleStack.copy_of_project(tmp_path_factory.mktemp("scale"), name="scale", subnet_octet=13)
+    stack = ScaleStack.copy_of_project(tmp_path_factory.mktemp("scale"), name="scale")
     stack.write_env(
         DJANGO_ALLOWED_HOSTS="127.0.0.1,localhost",
         SHORTENER_ANON_CREATE_RATE=f"{LIMIT}/min",

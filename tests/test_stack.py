@@ -1,6 +1,7 @@
 """The real production stack: images built from docker/, nginx in front, SQLite on a
 named volume. Tests run in file order; later ones restart and recreate containers."""
 
+import ipaddress
 import re
 import subprocess
 import time
@@ -19,7 +20,7 @@ INVALID = {"error": "Invalid URL format"}
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     require_engine()
-    stack = Stack.copy_of_project(tmp_path_factory.mktemp("stack"), name="main", subnet_octet=251)
+    stack = Stack.copy_of_project(tmp_path_factory.mktemp("stack"), name="main")
     try:
         stack.up()
         yield stack
@@ -67,6 +68,16 @@ def test_the_contract_holds_through_nginx(http, stack):
     assert (head.status_code, head.headers["location"]) == (308, "https://example.com/through-nginx")
     missing = http.get("/NoSuch9")
     assert (missing.status_code, missing.json()) == (404, {"error": "URL not found"})
+
+
+def test_the_app_believes_forwarded_headers_from_its_own_network_only(stack):
+    # No fixed addresses: the app trusts the network the engine gave the stack,
+    # and nginx is on it.
+    (app_network,) = stack.container("app")["NetworkSettings"]["Networks"].values()
+    (nginx_network,) = stack.container("nginx")["NetworkSettings"]["Networks"].values()
+    network = ipaddress.ip_interface(f"{app_network['IPAddress']}/{app_network['IPPrefixLen']}").network
+    assert ipaddress.ip_address(nginx_network["IPAddress"]) in network
+    assert f"X-Forwarded-* believed from {network}\n" in stack.logs("app").replace("\r", "")
 
 
 @pytest.mark.parametrize(
@@ -240,7 +251,7 @@ def test_link_creation_is_rate_limited_with_a_json_429(http):
 
 def test_a_failing_migration_keeps_the_app_from_starting(tmp_path):
     require_engine()
-    broken = Stack.copy_of_project(tmp_path, name="broken", subnet_octet=252)
+    broken = Stack.copy_of_project(tmp_path, name="broken")
     migrations = broken.directory / "links/migrations"
     latest = max(path.stem for path in migrations.glob("0*.py"))
     (migrations / "0999_broken.py").write_text(

@@ -22,7 +22,7 @@ APP_THROTTLED = "Request was throttled."
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     require_engine()
-    stack = Stack.copy_of_project(tmp_path_factory.mktemp("trust"), name="trust", subnet_octet=239)
+    stack = Stack.copy_of_project(tmp_path_factory.mktemp("trust"), name="trust")
     stack.write_env(
         DJANGO_ALLOWED_HOSTS="127.0.0.1,localhost",
         PUBLIC_BASE_URL=stack.base_url,
