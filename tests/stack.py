@@ -1,4 +1,5 @@
-"""The production stack (docker-compose.prod.yml) brought up from a copy of the project."""
+"""The production stack (docker-compose.prod.yml), or the scale stack
+(docker-compose.scale.yml), brought up from a copy of the project."""
 
 import json
 import secrets
@@ -100,3 +101,15 @@ class Stack:
 
     def logs(self, service: str) -> str:
         return self.compose("logs", "--no-color", service).stdout
+
+
+@dataclass
+class ScaleStack(Stack):
+    """docker-compose.scale.yml: nginx over `app_replicas` app replicas on PostgreSQL
+    and Redis (its .env also needs POSTGRES_PASSWORD and REDIS_PASSWORD)."""
+
+    compose_files: ClassVar[tuple[str, ...]] = ("docker-compose.scale.yml",)
+    app_replicas: int = 3
+
+    def environment(self) -> dict:
+        return {**super().environment(), "APP_REPLICAS": str(self.app_replicas)}

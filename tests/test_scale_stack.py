@@ -21,8 +21,9 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from tests.project import BROWSER_USER_AGENT, PROJECT_DIR, compose_environment
-from tests.stack import Stack, require_engine
+from tests import stack as stacks
+from tests.project import BROWSER_USER_AGENT, PROJECT_DIR
+from tests.stack import require_engine
 
 pytestmark = pytest.mark.stack
 
@@ -41,19 +42,15 @@ UPSTREAM_CONF = f"add_header {UPSTREAM_HEADER} $upstream_addr always;\n"
 
 
 @dataclass
-class ScaleStack(Stack):
+class ScaleStack(stacks.ScaleStack):
     """docker-compose.scale.yml with the test's override."""
 
-    compose_files = ("docker-compose.scale.yml", "scale-test.override.yml")
+    compose_files = (*stacks.ScaleStack.compose_files, "scale-test.override.yml")
 
+    app_replicas: int = REPLICAS
     api_key: str = ""
     # When the last anonymous creation was made (the throttle test waits for its window to pass).
     anonymous_at: float = 0.0
-
-    def environment(self) -> dict:
-        environment = compose_environment(http_port=self.http_port)
-        environment["APP_REPLICAS"] = str(REPLICAS)
-        return environment
 
     def replicas(self) -> dict[str, str]:
         """Running app replicas: container id -> address on the backend network."""
