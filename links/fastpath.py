@@ -12,7 +12,7 @@ a counter increment and one ASGI response. It answers only the plain cases:
 
 Everything else (limited, expired or disabled links, reserved paths, other
 methods) goes to Django. Whether a link may be followed is `Link.status`'s
-decision; the bytes of every error are links.errors'.
+decision (models.status_of); the bytes of every error are links.errors'.
 
 Each worker process keeps a bounded slug -> answer cache. Invalidation cannot
 miss a writer: the database's triggers (links/triggers.py) bump
@@ -49,7 +49,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from links.clicks import click_counter
 from links.errors import INVALID_HOST, URL_NOT_FOUND, error_response
-from links.models import Link, LinkStatus
+from links.models import LinkState, LinkStatus, status_of
 from links.negotiation import prefers_html
 from links.pages import visitor_error_page
 from links.slugs import RESERVED_SLUGS
@@ -312,19 +312,16 @@ class RedirectFastPath:
         if row is None:
             return None
         link_id, url, is_active, expires_at, max_clicks, clicks = row
-        link = Link(
-            id=link_id,
-            original_url=url,
-            is_active=is_active,
-            expires_at=expires_at,
-            max_clicks=max_clicks,
-            clicks=clicks,
-        )
         # Limited links take their click in the database (exact across
-        # workers): Django's view does that.
-        if link.status != LinkStatus.ACTIVE or link.max_clicks is not None or not url.isascii():
+        # workers): Django's view does that. Checked first, and the status on a
+        # plain tuple, not a model instance: building a Link was most of a
+        # miss's cost (docs/performance.md, 2026-11-29).
+        if max_clicks is not None or not url.isascii():
             return DELEGATE
-        valid_until = link.expires_at.timestamp() if link.expires_at is not None else NEVER
+        state = LinkState(is_active=is_active, expires_at=expires_at, max_clicks=max_clicks, clicks=clicks)
+        if status_of(link=state) != LinkStatus.ACTIVE:
+            return DELEGATE
+        valid_until = expires_at.timestamp() if expires_at is not None else NEVER
         return CachedLink(link_id=link_id, location=url.encode("ascii"), valid_until=valid_until)
 
     async def lookup(self, slug: str) -> CachedLink | None:

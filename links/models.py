@@ -1,3 +1,6 @@
+from datetime import datetime
+from typing import NamedTuple
+
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
@@ -18,29 +21,53 @@ class LinkStatus(models.TextChoices):
     EXHAUSTED = "exhausted", "Click limit reached"
 
 
-def _status_rules(now):
-    """The one definition of a link's state: each status that stops a link
-    from being followed, in order of precedence, as an SQL condition and as
-    the same condition on a loaded link. A link matching none is active."""
-    return (
-        (LinkStatus.DISABLED, Q(is_active=False), lambda link: not link.is_active),
-        (
-            LinkStatus.EXPIRED,
-            Q(expires_at__lte=now),
-            lambda link: link.expires_at is not None and link.expires_at <= now,
-        ),
-        (
-            LinkStatus.EXHAUSTED,
-            Q(max_clicks__isnull=False, clicks__gte=F("max_clicks")),
-            lambda link: link.max_clicks is not None and link.clicks >= link.max_clicks,
-        ),
-    )
+# The one definition of a link's state: each status that stops a link from
+# being followed, in order of precedence, as an SQL condition and as the same
+# condition on a loaded link (or on the fast path's row: anything with the
+# fields is_active, expires_at, max_clicks and clicks). A link matching none is
+# active. The conditions are built only when a query needs them: checking a
+# loaded link builds no Q objects (measured: a model instance and the Qs were
+# most of a redirect-cache miss, docs/performance.md, 2026-11-29).
+STATUS_RULES = (
+    (LinkStatus.DISABLED, lambda now: Q(is_active=False), lambda link, now: not link.is_active),
+    (
+        LinkStatus.EXPIRED,
+        lambda now: Q(expires_at__lte=now),
+        lambda link, now: link.expires_at is not None and link.expires_at <= now,
+    ),
+    (
+        LinkStatus.EXHAUSTED,
+        lambda now: Q(max_clicks__isnull=False, clicks__gte=F("max_clicks")),
+        lambda link, now: link.max_clicks is not None and link.clicks >= link.max_clicks,
+    ),
+)
+
+
+class LinkState(NamedTuple):
+    """The fields a link's status depends on, as read without the ORM (the
+    redirect fast path's own query)."""
+
+    is_active: bool
+    expires_at: datetime | None
+    max_clicks: int | None
+    clicks: int
+
+
+def status_of(*, link: "Link | LinkState") -> LinkStatus:
+    """The status of a loaded link or of a LinkState."""
+    now = timezone.now()
+    for status, _, applies in STATUS_RULES:
+        if applies(link, now):
+            return status
+    return LinkStatus.ACTIVE
 
 
 class LinkQuerySet(models.QuerySet):
     def with_status(self, status: LinkStatus) -> "LinkQuerySet":
         earlier = Q()
-        for rule_status, condition, _ in _status_rules(timezone.now()):
+        now = timezone.now()
+        for rule_status, sql_condition, _ in STATUS_RULES:
+            condition = sql_condition(now)
             if rule_status == status:
                 return self.filter(condition).exclude(earlier) if earlier else self.filter(condition)
             earlier |= condition
@@ -87,10 +114,7 @@ class Link(models.Model):
 
     @property
     def status(self) -> LinkStatus:
-        for status, _, applies in _status_rules(timezone.now()):
-            if applies(self):
-                return status
-        return LinkStatus.ACTIVE
+        return status_of(link=self)
 
     def clean(self) -> None:
         # One client's limit must never cut off the others who were given the
