@@ -216,6 +216,12 @@ class LinkAdmin(admin.ModelAdmin):
         # One line, cut to the column; the whole URL on hover and in the title.
         return format_html('<span class="truncate destination" title="{0}">{0}</span>', link.original_url)
 
+    @admin.display(description="clicks", ordering="clicks")
+    def clicks(self, link: Link) -> int:
+        # A property of Link over its counters (models.LinkClicks); sortable
+        # through LinkQuerySet.order_by.
+        return link.clicks
+
     @admin.display(description="last click", ordering="last_clicked_at")
     def last_click(self, link: Link) -> str:
         if link.last_clicked_at is None:

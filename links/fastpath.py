@@ -120,8 +120,11 @@ DELEGATE = CachedLink(link_id=0, location=b"", valid_until=0.0)
 NEVER = float("inf")
 
 
+# Clicks come from the narrow counters table (models.LinkClicks); a link never
+# clicked has no row there.
 LINK_QUERY = (
-    "SELECT id, original_url, is_active, expires_at, max_clicks, clicks FROM links_link WHERE slug = ?"
+    "SELECT l.id, l.original_url, l.is_active, l.expires_at, l.max_clicks, COALESCE(c.clicks, 0) "
+    "FROM links_link l LEFT JOIN links_linkclicks c ON c.link_id = l.id WHERE l.slug = ?"
 )
 POSTGRES_LINK_QUERY = LINK_QUERY.replace("?", "%s")
 VERSION_QUERY = "SELECT version FROM links_linktableversion WHERE id = 1"

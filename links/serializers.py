@@ -104,6 +104,9 @@ class LinkSummarySerializer(serializers.ModelSerializer):
     short_url = ShortURLField()
     # Link.status: active, disabled, expired, or exhausted (click limit reached).
     status = serializers.ChoiceField(choices=LinkStatus.choices, read_only=True)
+    # Link's properties over its counters (models.LinkClicks), typed as the fields were.
+    clicks = serializers.IntegerField(read_only=True)
+    last_clicked_at = serializers.DateTimeField(read_only=True, allow_null=True)
 
     class Meta:
         model = Link

@@ -10,7 +10,7 @@ from datetime import datetime
 import redis
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import DEFAULT_DB_ALIAS, IntegrityError, connections, transaction
+from django.db import DEFAULT_DB_ALIAS, IntegrityError, connection, connections, transaction
 from django.db.models import F, QuerySet, Value
 from django.db.models.functions import Greatest
 from django.utils import timezone
@@ -109,14 +109,28 @@ def _create_custom_link(
         raise SlugTaken(slug) from None
 
 
+# One statement, so the limit holds exactly however many requests and worker
+# processes race for the last click: SQLite runs one writer at a time, and
+# PostgreSQL's ON CONFLICT locks the counters row and checks the WHERE on its
+# latest version (the first click inserts the row; a concurrent first click
+# waits for it, then takes the UPDATE branch).
+TAKE_LIMITED_CLICK = (
+    "INSERT INTO links_linkclicks (link_id, clicks, last_clicked_at) "
+    "SELECT id, 1, %s FROM links_link WHERE id = %s AND max_clicks IS NOT NULL AND max_clicks > 0 "
+    "ON CONFLICT (link_id) DO UPDATE SET clicks = links_linkclicks.clicks + 1, "
+    "last_clicked_at = excluded.last_clicked_at "
+    "WHERE links_linkclicks.clicks < "
+    "(SELECT max_clicks FROM links_link WHERE id = links_linkclicks.link_id AND max_clicks IS NOT NULL)"
+)
+
+
 def take_limited_click(*, link_id: int) -> bool:
     """Count one click of a link with `max_clicks`, in the database, if one is
-    left. The conditional UPDATE is atomic, so the limit holds exactly however
-    many requests and worker processes race for the last click."""
-    taken = Link.objects.filter(pk=link_id, max_clicks__isnull=False, clicks__lt=F("max_clicks")).update(
-        clicks=F("clicks") + 1, last_clicked_at=timezone.now()
-    )
-    return taken == 1
+    left (the counters live in models.LinkClicks)."""
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(TAKE_LIMITED_CLICK, (now, link_id))
+        return cursor.rowcount == 1
 
 
 def issue_api_key(*, name: str) -> tuple[APIKey, str]:

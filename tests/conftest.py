@@ -55,6 +55,15 @@ class LiveSite:
         """Rows of `sql` (%s placeholders) on the site's own database, SQLite or PostgreSQL."""
         return query_database(self.env, sql, params)
 
+    def clicks(self, slug: str) -> int:
+        """The link's stored clicks (its links_linkclicks row; none yet is 0)."""
+        [(clicks,)] = self.query(
+            "SELECT COALESCE(SUM(c.clicks), 0) FROM links_link l "
+            "LEFT JOIN links_linkclicks c ON c.link_id = l.id WHERE l.slug = %s",
+            (slug,),
+        )
+        return int(clicks)
+
     def manage(self, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run(
             [sys.executable, "manage.py", *args],

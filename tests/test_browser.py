@@ -98,8 +98,8 @@ def test_preview_of_a_hostile_stored_url_runs_no_script(live_site):
     hostile = "https://example.com/?q=\"><script>alert('x')</script><img src=x onerror=alert(2)>"
     # Stored as a row written before the URL rule existed, or by raw SQL, would be.
     live_site.query(
-        "INSERT INTO links_link (slug, original_url, is_canonical, created_at, is_active, clicks) "
-        "VALUES ('hostile1', %s, %s, '2026-01-01 00:00:00', %s, 0)",
+        "INSERT INTO links_link (slug, original_url, is_canonical, created_at, is_active) "
+        "VALUES ('hostile1', %s, %s, '2026-01-01 00:00:00', %s)",
         (hostile, False, True),
     )
     dialogs = []

@@ -79,8 +79,8 @@ BROWSER = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko
 
 
 def stored_clicks(site, slug) -> tuple[int, int]:
-    """(links_link.clicks, sum of daily counts) as the database has them."""
-    [(clicks,)] = site.query("SELECT clicks FROM links_link WHERE slug = %s", (slug,))
+    """(the link's clicks, sum of daily counts) as the database has them."""
+    clicks = site.clicks(slug)
     [(daily,)] = site.query(
         "SELECT COALESCE(SUM(count), 0) FROM links_dailyclicks d JOIN links_link l ON l.id = d.link_id "
         "WHERE l.slug = %s",

@@ -128,8 +128,8 @@ def test_the_404_and_410_pages(live_site, viewport):
     with sqlite3.connect(live_site.data_dir / "shortener.sqlite3") as db:
         db.execute(
             "INSERT OR IGNORE INTO links_link (slug, original_url, is_canonical, created_at, "
-            "is_active, clicks, expires_at) VALUES ('expired1', 'https://example.com/old', 0, "
-            "'2026-01-01 00:00:00', 1, 0, '2026-01-02 00:00:00')"
+            "is_active, expires_at) VALUES ('expired1', 'https://example.com/old', 0, "
+            "'2026-01-01 00:00:00', 1, '2026-01-02 00:00:00')"
         )
     with chromium_page(viewport=viewport) as page:
         for path, status, title, message in (

@@ -85,20 +85,20 @@ def from_another_connection(sql: str, params: tuple = ()) -> None:
 
 
 @contextmanager
-def failing_writes_to(table: str, when: str = "true"):
+def failing_writes_to(table: str, when: str = "true", event: str = "UPDATE"):
     """A real database error inside the writer's transaction, as a full disk or a
-    read-only file gives: every UPDATE of `table` aborts."""
+    read-only file gives: every `event` (UPDATE or INSERT) on `table` aborts."""
     if connection.vendor == "postgresql":
         create = [
             "CREATE FUNCTION fail_on_purpose() RETURNS trigger AS $$ "
             "BEGIN RAISE EXCEPTION 'database or disk is full'; END $$ LANGUAGE plpgsql",
-            f"CREATE TRIGGER fail_on_purpose BEFORE UPDATE ON {table} FOR EACH ROW WHEN ({when}) "
+            f"CREATE TRIGGER fail_on_purpose BEFORE {event} ON {table} FOR EACH ROW WHEN ({when}) "
             "EXECUTE FUNCTION fail_on_purpose()",
         ]
         drop = [f"DROP TRIGGER fail_on_purpose ON {table}", "DROP FUNCTION fail_on_purpose()"]
     else:
         create = [
-            f"CREATE TRIGGER fail_on_purpose BEFORE UPDATE ON {table} WHEN {when} "
+            f"CREATE TRIGGER fail_on_purpose BEFORE {event} ON {table} WHEN {when} "
             "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
         ]
         drop = ["DROP TRIGGER fail_on_purpose"]
@@ -272,7 +272,8 @@ def test_click_flush_keeps_the_tally_when_the_write_fails(link):
     counter = ClickCounter()
     for _ in range(3):
         counter.record(link.pk)
-    with failing_writes_to("links_link", "NEW.clicks != OLD.clicks"):
+    # The link's first clicks: its counters row (models.LinkClicks) is inserted.
+    with failing_writes_to("links_linkclicks", event="INSERT"):
         assert counter.flush() == 0
     assert Link.objects.get(pk=link.pk).clicks == 0
     assert counter.flush() == 3
@@ -348,8 +349,8 @@ def test_insert_or_replace_invalidates(fast_path, link):
     assert answers_redirect(fast_path, link.slug)
     with change_arrives(fast_path):
         from_another_connection(
-            "INSERT OR REPLACE INTO links_link (id, slug, original_url, is_canonical, created_at, is_active, "
-            "clicks) VALUES (%s, %s, %s, 0, '2026-01-01 00:00:00', 0, 0)",
+            "INSERT OR REPLACE INTO links_link (id, slug, original_url, is_canonical, created_at, is_active) "
+            "VALUES (%s, %s, %s, 0, '2026-01-01 00:00:00', 0)",
             (link.pk, link.slug, URL),
         )
     assert lookup(fast_path, link.slug) is DELEGATE
@@ -372,8 +373,8 @@ def test_a_reserved_path_is_never_answered_by_the_fast_path(fast_path):
 
 def test_a_database_failure_on_a_visitor_path_is_a_json_503(client):
     shorten_url(url=URL, slug="limited-one", max_clicks=5)
-    # take_limited_click's UPDATE of the click counter fails, as on a full disk.
-    with failing_writes_to("links_link", "NEW.clicks != OLD.clicks"):
+    # take_limited_click's write of the click counter (its first: an INSERT) fails, as on a full disk.
+    with failing_writes_to("links_linkclicks", event="INSERT"):
         response = client.get("/limited-one", HTTP_USER_AGENT="Mozilla/5.0 (X11; Linux x86_64) Chrome/131.0")
     assert response.status_code == 503
     assert response.json() == {"error": "The database is unavailable, try again shortly"}

@@ -1,0 +1,149 @@
+"""Click counters apart from the link rows (models.LinkClicks, migration 0003):
+written by the flush and by take_limited_click, read through Link.clicks, gone
+with their link, exact for limited links under concurrent takers, moved by the
+migration both ways. On a real SQLite file, and again on PostgreSQL
+(scripts/with_postgres.sh)."""
+
+import threading
+from datetime import timedelta
+
+import pytest
+from django.core.management.sql import emit_post_migrate_signal
+from django.db import connection, connections
+from django.db.migrations.executor import MigrationExecutor
+from django.utils import timezone
+
+from links.clicks import ClickCounter
+from links.models import DailyClicks, Link, LinkClicks, LinkStatus, LinkTableVersion
+from links.services import shorten_url, take_limited_click
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def version_row():
+    # The row migration 0002 makes; PostgreSQL's flush between tests truncates it.
+    LinkTableVersion.objects.get_or_create(pk=1)
+
+
+def link_columns() -> set[str]:
+    with connection.cursor() as cursor:
+        columns = connection.introspection.get_table_description(cursor, "links_link")
+    return {column.name for column in columns}
+
+
+def test_the_flush_writes_the_counters_row_not_the_link_row_and_it_follows_deletes():
+    link, _ = shorten_url(url="https://example.com/counted")
+    assert "clicks" not in link_columns() and "last_clicked_at" not in link_columns()
+    assert not LinkClicks.objects.filter(link=link).exists()  # none until the first click
+    assert (link.clicks, link.last_clicked_at) == (0, None)
+    counter = ClickCounter()
+    for _ in range(3):
+        counter.record(link.pk)
+    assert counter.flush() == 3
+    counter.record(link.pk)
+    assert counter.flush() == 1
+    row = LinkClicks.objects.get(link=link)
+    assert row.clicks == 4 and row.last_clicked_at is not None
+    loaded = Link.objects.get(pk=link.pk)
+    assert (loaded.clicks, loaded.last_clicked_at) == (4, row.last_clicked_at)
+    assert DailyClicks.objects.get(link=link).count == 4
+    link.delete()
+    assert not LinkClicks.objects.exists()
+    assert not DailyClicks.objects.exists()
+
+
+def test_a_later_click_written_first_keeps_the_latest_time():
+    link, _ = shorten_url(url="https://example.com/times")
+    later = timezone.now()
+    counter = ClickCounter()
+    counter.record(link.pk, at=later)
+    counter.flush()
+    counter.record(link.pk, at=later - timedelta(minutes=5))  # another worker's older click
+    counter.flush()
+    assert Link.objects.get(pk=link.pk).last_clicked_at == later
+    assert Link.objects.get(pk=link.pk).clicks == 2
+
+
+def test_a_limited_link_takes_exactly_its_clicks_and_then_is_exhausted():
+    limited, _ = shorten_url(url="https://example.com/limited", max_clicks=3)
+    plain, _ = shorten_url(url="https://example.com/plain")
+    assert Link.objects.get(pk=limited.pk).status == LinkStatus.ACTIVE  # no counters row yet
+    assert [take_limited_click(link_id=limited.pk) for _ in range(5)] == [True] * 3 + [False] * 2
+    limited = Link.objects.get(pk=limited.pk)
+    assert limited.clicks == 3 and limited.last_clicked_at is not None
+    assert limited.status == LinkStatus.EXHAUSTED
+    assert set(Link.objects.with_status(LinkStatus.EXHAUSTED)) == {limited}
+    assert set(Link.objects.followable()) == {plain}
+    # Not limited, or gone: nothing taken, no row made.
+    assert take_limited_click(link_id=plain.pk) is False
+    assert take_limited_click(link_id=plain.pk + limited.pk + 1000) is False
+    assert not LinkClicks.objects.filter(link=plain).exists()
+    # A raised limit gives clicks again.
+    Link.objects.filter(pk=limited.pk).update(max_clicks=4)
+    assert [take_limited_click(link_id=limited.pk) for _ in range(2)] == [True, False]
+
+
+def test_concurrent_takers_never_exceed_the_limit():
+    limited, _ = shorten_url(url="https://example.com/race", max_clicks=25)
+    start = threading.Barrier(8)
+    taken: list[bool] = []
+    errors: list[BaseException] = []
+
+    def taker():
+        try:
+            start.wait()
+            for _ in range(10):
+                taken.append(take_limited_click(link_id=limited.pk))
+        except BaseException as error:  # reported below, not lost in the thread
+            errors.append(error)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=taker) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert (taken.count(True), taken.count(False)) == (25, 55)
+    assert Link.objects.get(pk=limited.pk).clicks == 25
+
+
+def test_ordering_by_clicks_counts_a_link_never_clicked_as_zero():
+    never, _ = shorten_url(url="https://example.com/never")
+    once, _ = shorten_url(url="https://example.com/once")
+    often, _ = shorten_url(url="https://example.com/often")
+    LinkClicks.objects.create(link=once, clicks=1, last_clicked_at=timezone.now() - timedelta(days=1))
+    LinkClicks.objects.create(link=often, clicks=9, last_clicked_at=timezone.now())
+    assert list(Link.objects.order_by("clicks")) == [never, once, often]
+    assert list(Link.objects.order_by("-clicks")) == [often, once, never]
+    assert list(Link.objects.order_by("last_clicked_at")) == [never, once, often]
+    assert list(Link.objects.order_by("-last_clicked_at")) == [often, once, never]
+
+
+def test_the_migration_moves_counts_into_the_counters_table_and_back():
+    executor = MigrationExecutor(connection)
+    executor.migrate([("links", "0002_link_state")])
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "INSERT INTO links_link (slug, original_url, is_canonical, created_at, is_active, clicks, "
+                "last_clicked_at) VALUES ('moved1', 'https://example.com/m', %s, %s, %s, 7, %s), "
+                "('never1', 'https://example.com/n', %s, %s, %s, 0, NULL)",
+                (False, timezone.now(), True, timezone.now(), False, timezone.now(), True),
+            )
+        executor.loader.build_graph()
+        executor.migrate([("links", "0003_link_clicks_apart")])
+        assert Link.objects.get(slug="moved1").clicks == 7
+        assert Link.objects.get(slug="moved1").last_clicked_at is not None
+        assert list(LinkClicks.objects.values_list("link__slug", flat=True)) == ["moved1"]
+        executor.loader.build_graph()
+        executor.migrate([("links", "0002_link_state")])
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT slug, clicks, last_clicked_at IS NOT NULL FROM links_link ORDER BY slug")
+            assert [tuple(row) for row in cursor.fetchall()] == [("moved1", 7, True), ("never1", 0, False)]
+    finally:
+        executor.loader.build_graph()
+        executor.migrate(executor.loader.graph.leaf_nodes())
+        emit_post_migrate_signal(verbosity=0, interactive=False, db=connection.alias)
