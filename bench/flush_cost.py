@@ -1,0 +1,229 @@
+"""What one click flush costs, in-process (no HTTP), on a real SQLite file of
+LINKS links seeded by `manage.py seed_links`: a batch of BATCH clicks (a second
+of a busy worker's redirects) over uniformly random links and over a Zipf mix
+(s = 1.1), written by each variant of the flush SQL in turn, interleaved in one
+run, each on its own copy of the seeded file. Every flush is timed whole:
+statements, commit and the WAL checkpoint the commit may run. Read the times
+as ratios within one run.
+
+    DJANGO_DEBUG=1 .venv/bin/python bench/flush_cost.py [--links 1000000] [--batch 8000]
+
+`--data DIR` keeps the seeded file in DIR and reuses it next time (seeding
+1,000,000 links takes minutes).
+"""
+
+import argparse
+import os
+import random
+import shutil
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+import zlib
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "shortener_site.settings")
+
+# The PRAGMAs of the site's own connections (shortener_site/settings.py).
+SITE_PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA synchronous=NORMAL",
+    "PRAGMA foreign_keys=ON",
+    "PRAGMA cache_size=-20000",
+    "PRAGMA mmap_size=134217728",
+)
+
+# The flush before issue 15's session of 2026-11-29: increments on the wide link rows.
+WIDE_LINK_UPDATE = (
+    "UPDATE links_link SET clicks = clicks + ?, last_clicked_at = CASE "
+    "WHEN last_clicked_at IS NULL OR last_clicked_at < ? THEN ? ELSE last_clicked_at END "
+    "WHERE id = ?"
+)
+WIDE_DAILY_UPSERT = (
+    "INSERT INTO links_dailyclicks (link_id, day, count) "
+    "SELECT id, ?, ? FROM links_link WHERE id = ? "
+    "ON CONFLICT (link_id, day) DO UPDATE SET count = links_dailyclicks.count + excluded.count"
+)
+# The wide rows as they were before migration 0003 (every row rewritten with the columns).
+WIDE_COLUMNS = (
+    "ALTER TABLE links_link ADD COLUMN clicks bigint NOT NULL DEFAULT 0",
+    "ALTER TABLE links_link ADD COLUMN last_clicked_at datetime NULL",
+    "UPDATE links_link SET clicks = 0, last_clicked_at = NULL",
+)
+# Every link clicked before: the counters table at its largest.
+EVERY_LINK_COUNTED = ("INSERT INTO links_linkclicks (link_id, clicks) SELECT id, 0 FROM links_link",)
+# The daily rows' index in (day, link_id) order: a day's rows side by side.
+DAY_FIRST_INDEX = ("CREATE UNIQUE INDEX bench_daily_day_link ON links_dailyclicks (day, link_id)",)
+
+
+def batch_rows(link_ids: list[int], *, at: datetime) -> tuple[list[tuple], list[tuple]]:
+    """The flush's parameters for these clicks, in link-id order (as links.clicks sorts them)."""
+    clicks: dict[int, int] = {}
+    for link_id in link_ids:
+        clicks[link_id] = clicks.get(link_id, 0) + 1
+    stamp = at.replace(tzinfo=None).isoformat(sep=" ")
+    ordered = sorted(clicks.items())
+    counters = [(n, stamp, link_id) for link_id, n in ordered]
+    daily = [(at.date().isoformat(), n, link_id) for link_id, n in ordered]
+    return counters, daily
+
+
+def flush_wide(db, counters, daily):
+    db.executemany(WIDE_LINK_UPDATE, [(n, stamp, stamp, link_id) for n, stamp, link_id in counters])
+    db.executemany(WIDE_DAILY_UPSERT, daily)
+
+
+def flush_wide_rows_only(db, counters, daily):
+    db.executemany(WIDE_LINK_UPDATE, [(n, stamp, stamp, link_id) for n, stamp, link_id in counters])
+
+
+def flush_wide_daily_only(db, counters, daily):
+    db.executemany(WIDE_DAILY_UPSERT, daily)
+
+
+def flush_counters(db, counters, daily):
+    """links.clicks' own statements (%s is sqlite3's ?)."""
+    # Imported here: links.clicks reads the settings, and seeded_file() sets their environment first.
+    from links.clicks import COUNTER_UPSERT, DAILY_UPSERT
+
+    db.executemany(COUNTER_UPSERT.replace("%s", "?"), counters)
+    db.executemany(DAILY_UPSERT.replace("%s", "?"), daily)
+
+
+# name -> (base file: setup statements run once on the seeded file, PRAGMAs after the site's, flush)
+VARIANTS = {
+    "wide rows + daily (before)": (WIDE_COLUMNS, (), flush_wide),
+    "  of which the link rows": (WIDE_COLUMNS, (), flush_wide_rows_only),
+    "  of which the daily rows": (WIDE_COLUMNS, (), flush_wide_daily_only),
+    "wide rows + daily, 200 MB page cache": (WIDE_COLUMNS, ("PRAGMA cache_size=-200000",), flush_wide),
+    "wide rows + daily, (day, link) index": (WIDE_COLUMNS + DAY_FIRST_INDEX, (), flush_wide),
+    "counters table (kept), every link has a row": (EVERY_LINK_COUNTED, (), flush_counters),
+    "counters table (kept), first clicks": ((), (), flush_counters),
+}
+
+
+def seeded_file(data: Path, links: int) -> Path:
+    """A migrated SQLite file with `links` links from `manage.py seed_links`, made once per DIR."""
+    seeded = data / f"seeded-{links}.sqlite3"
+    if seeded.exists():
+        return seeded
+    os.environ["SHORTENER_DATA_DIR"] = str(data)
+    os.environ["SQLITE_PATH"] = str(data / "seeding.sqlite3")
+    import django
+    from django.core.management import call_command
+
+    django.setup()
+    call_command("migrate", verbosity=0)
+    print(f"seeding {links} links", file=sys.stderr)
+    started = time.perf_counter()
+    call_command("seed_links", "--count", str(links), "--quiet", verbosity=0)
+    from django.db import connection
+
+    connection.close()
+    with sqlite3.connect(data / "seeding.sqlite3") as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    print(f"seeded in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    (data / "seeding.sqlite3").rename(seeded)
+    return seeded
+
+
+def base_file(seeded: Path, setup: tuple[str, ...]) -> Path:
+    """The seeded file with `setup` run on it, made once per DIR."""
+    if not setup:
+        return seeded
+    base = seeded.with_name(f"{seeded.stem}-{zlib.crc32(repr(setup).encode()):08x}.sqlite3")
+    if not base.exists():
+        made = base.with_suffix(".making")
+        shutil.copyfile(seeded, made)
+        with sqlite3.connect(made) as db:
+            for statement in setup:
+                db.execute(statement)
+        with sqlite3.connect(made) as db:
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        made.rename(base)
+    return base
+
+
+def prepare(seeded: Path, work: Path, name: str) -> sqlite3.Connection:
+    setup, pragmas, _flush = VARIANTS[name]
+    path = work / "variant.sqlite3"
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    shutil.copyfile(base_file(seeded, setup), path)
+    db = sqlite3.connect(path, isolation_level=None)
+    for pragma in (*SITE_PRAGMAS, *pragmas):
+        db.execute(pragma)
+    return db
+
+
+def time_flushes(db, flush, batches) -> list[float]:
+    """Milliseconds per flush, each in its own IMMEDIATE transaction (as Django's)."""
+    times = []
+    for counters, daily in batches:
+        started = time.perf_counter()
+        db.execute("BEGIN IMMEDIATE")
+        flush(db, counters, daily)
+        db.execute("COMMIT")
+        times.append((time.perf_counter() - started) * 1000)
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--links", type=int, default=1_000_000)
+    parser.add_argument("--batch", type=int, default=8_000, help="clicks per flush")
+    parser.add_argument("--flushes", type=int, default=12, help="timed flushes per variant and mix")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved repetitions")
+    parser.add_argument("--data", type=Path, help="keep (and reuse) the seeded file here")
+    parser.add_argument("--only", action="append", help="run only variants whose name contains this")
+    args = parser.parse_args()
+    data = args.data or Path(tempfile.mkdtemp(prefix="flush-cost-"))
+    data.mkdir(parents=True, exist_ok=True)
+    seeded = seeded_file(data, args.links)
+    with sqlite3.connect(seeded) as db:
+        (first, last) = db.execute("SELECT min(id), max(id) FROM links_link").fetchone()
+    from bench.mixes import zipf_indices
+
+    rng = random.Random(15)
+    draws = args.batch * args.flushes
+    mixes = {
+        "uniform": [rng.randint(first, last) for _ in range(draws)],
+        "Zipf s=1.1": [first + i for i in zipf_indices(last - first + 1, draws, s=1.1, rng=rng)],
+    }
+    start = datetime(2026, 11, 29, 12, tzinfo=UTC)
+    names = [n for n in VARIANTS if not args.only or any(o in n for o in args.only)]
+    work = data / "work"
+    work.mkdir(exist_ok=True)
+    print(f"{args.links} links, {args.batch} clicks a flush, {args.flushes} flushes a row")
+    print("| mix | variant | round | median ms | mean ms | links in a batch |")
+    print("| --- | --- | ---: | ---: | ---: | ---: |")
+    for round_ in range(1, args.rounds + 1):
+        for mix, trace in mixes.items():
+            batches = [
+                batch_rows(trace[i : i + args.batch], at=start + timedelta(seconds=i // args.batch))
+                for i in range(0, draws, args.batch)
+            ]
+            distinct = statistics.mean(len(counters) for counters, _ in batches)
+            for name in names:
+                db = prepare(seeded, work, name)
+                try:
+                    times = time_flushes(db, VARIANTS[name][2], batches)
+                finally:
+                    db.close()
+                print(
+                    f"| {mix} | {name} | {round_} | {statistics.median(times):.1f} | "
+                    f"{statistics.mean(times):.1f} | {distinct:.0f} |",
+                    flush=True,
+                )
+    if not args.data:
+        shutil.rmtree(data)
+
+
+if __name__ == "__main__":
+    main()
