@@ -11,7 +11,12 @@ def chart(results: dict, path: Path) -> None:
 
     connections = [point["stack"]["connections"] for point in results["sweep"]]
     figure, (throughput, latency) = plt.subplots(1, 2, figsize=(11, 4))
-    for key, label in (("baseline", "nginx static 308"), ("stack", "stack redirect (nginx → app → SQLite)")):
+    backends = (
+        "app → SQLite"
+        if results.get("stack", "prod") == "prod"
+        else f"{results['replicas']} app replicas → PostgreSQL, Redis"
+    )
+    for key, label in (("baseline", "nginx static 308"), ("stack", f"stack redirect (nginx → {backends})")):
         throughput.plot(connections, [p[key]["rps"] for p in results["sweep"]], marker="o", label=label)
         latency.plot(connections, [p[key]["p99_ms"] for p in results["sweep"]], marker="o", label=label)
     for axis, title, unit in ((throughput, "Throughput", "requests/s"), (latency, "p99 latency", "ms")):

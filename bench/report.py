@@ -1,4 +1,15 @@
-"""docs/benchmarks.md from a run's results: the table, the figures against the goals, the profiles."""
+"""docs/benchmarks.md (the single box) and docs/benchmarks-scale.md (the scale stack)
+from their runs' JSON: the table, the figures against the goals, the profiles, and
+both stacks side by side when both have been run."""
+
+import json
+from pathlib import Path
+
+from bench.wrk import log
+
+# Each stack's files in the output folder: <name>.json, <name>.md, <name>.png.
+REPORT_NAMES = {"prod": "benchmarks", "scale": "benchmarks-scale"}
+TITLES = {"prod": "single box", "scale": "scale stack"}
 
 
 def table(results: dict) -> str:
@@ -16,21 +27,89 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def report(results: dict, chart_name: str, command: str) -> str:
+def setup(results: dict) -> str:
+    """What was measured, in a few words."""
+    if results.get("stack", "prod") == "prod":
+        return f"one app container, {results['workers']} uvicorn worker(s), SQLite"
+    return (
+        f"{results['replicas']} app replicas, {results['workers']} uvicorn worker(s) each, PostgreSQL + Redis"
+    )
+
+
+def containers(results: dict) -> str:
+    """The running containers the memory figures add up, by compose service ("3 app, nginx")."""
+    services = results["memory_services"]
+    return ", ".join(
+        f"{services.count(name)} {name}" if services.count(name) > 1 else name
+        for name in sorted(set(services))
+    )
+
+
+def stack_run(results: dict, name: str) -> dict | None:
+    return next((run for run in results["runs"] if run["name"] == name), None)
+
+
+def side_by_side(single: dict | None, scale: dict | None) -> str:
+    """The two stacks' headline figures, each from its latest run ("—": not in that run)."""
+    columns = [single, scale]
+
+    def row(label: str, figure) -> str:
+        cells = []
+        for results in columns:
+            try:
+                cells.append(figure(results) if results else "—")
+            except (KeyError, TypeError):
+                cells.append("—")  # a run made before this figure was recorded
+        return f"| {label} | {' | '.join(cells)} |"
+
+    def clicks(results: dict) -> str:
+        clicks = results["clicks"]
+        verdict = "yes" if clicks["exact"] else "**no**"
+        return f"{verdict} ({clicks['difference']:+d}, in flight ≤ {clicks['in_flight_bound']})"
+
+    def million(results: dict) -> str:
+        big = results["million"]
+        return f"{big['ratio_to_1k']:.1%} of 1k, p99 {big['p99_ms']:.1f} ms"
+
+    lines = [
+        "| | single box | scale stack |",
+        "| --- | --- | --- |",
+        row("setup", setup),
+        row("run", lambda r: f"{r['started']} (`{r['command']}`)"),
+        row("redirect, ratio to nginx static 308", lambda r: f"{r['redirect_ratio']:.1%}"),
+        row(
+            "redirect p50 / p99 (64 connections)",
+            lambda r: "{p50_ms:.2f} / {p99_ms:.2f} ms".format(**stack_run(r, "stack redirect")),
+        ),
+        row("Zipf mix, ratio to nginx static 308", lambda r: f"{r['zipf_ratio']:.1%}"),
+        row("creation (POST /, 16 connections)", lambda r: f"{r['create_rps']:,.0f} links/s"),
+        row("clicks stored = redirects completed", clicks),
+        row("memory under load, every container", lambda r: f"{r['memory_mib_under_load']:.0f} MiB"),
+        row("with 1,000,000 more links, uniform", million),
+    ]
+    return "\n".join(lines)
+
+
+def report(results: dict, chart_name: str, *, other: dict | None = None) -> str:
+    """One stack's page; `other` is the other stack's latest results (the side-by-side table)."""
     clicks = results["clicks"]
     memory = results.get("memory_mib_under_load")
     million = results.get("million")
+    prod = results.get("stack", "prod") == "prod"
+    # Issue 15's goals are the single box's; the scale stack's figures show what the shared backends cost.
+    target = (lambda goal: f" (target {goal})") if prod else (lambda goal: "")
     lines = [
-        "# Benchmarks",
+        "# Benchmarks" if prod else "# Benchmarks: the scale stack",
         "",
         f"Latest run: {results['started']} on {results['machine']}; wrk on the same cores as the stack.",
-        f"Command: `{command}`. Stack: {results['workers']} uvicorn worker(s), fast path "
-        f"{'on' if results['fast_path'] else 'off'}, {results['links']} links seeded through the API.",
+        f"Command: `{results['command']}`. Stack: `{' + '.join(results['compose_files'])}`, "
+        f"{setup(results)}, fast path {'on' if results['fast_path'] else 'off'}, {results['links']} links "
+        "seeded through the API.",
         "",
         table(results),
         "",
         f"- **Redirect throughput: {results['redirect_ratio']:.1%} of nginx's static 308** measured in the "
-        f"same run (target ≥ 25 %); with the Zipf (s = {results['zipf_s']}) mix over the same links "
+        f"same run{target('≥ 25 %')}; with the Zipf (s = {results['zipf_s']}) mix over the same links "
         f"{results['zipf_ratio']:.1%}.",
         f"- Creation (POST / with an API key, 16 connections): {results['create_rps']:,.0f} links/s, beside "
         f"{results['redirect_rps']:,.0f} redirects/s.",
@@ -38,26 +117,44 @@ def report(results: dict, chart_name: str, command: str) -> str:
         "completed "
         f"(difference {clicks['difference']:+d}, at most {clicks['in_flight_bound']} allowed: requests in "
         "flight when wrk stopped counting, answered and counted by the server).",
-        f"- Memory of the whole stack (nginx + app) under the redirect load: "
-        f"{memory:.0f} MiB (target ≤ 300 MiB)."
+        f"- Memory of the whole stack ({containers(results)}) under the redirect load: "
+        f"{memory:.0f} MiB{target('≤ 300 MiB')}."
         if memory
         else "- Memory: not measured.",
     ]
+    if results.get("error_answers"):
+        errors = results["error_answers"]
+        lines.append(
+            f"- **Failed requests** (the table's last column): nginx answered {errors['nginx_statuses']} "
+            "by status (499s, requests in flight when wrk stopped, left out); the app's last error lines "
+            f"are in the JSON ({len(errors['app_errors'])})."
+        )
     if million:
         lines.append(
             f"- With {million['links']:,} links: uniform {million['rps']:,.0f} requests/s, "
-            f"{million['ratio_to_1k']:.1%} of the 1,000-link figure (target ≥ 80 %, p99 "
-            f"{million['p99_ms']:.1f} ms, target ≤ 25 ms); Zipf (s = {results['zipf_s']}) "
-            f"{million['zipf_rps']:,.0f} requests/s, {million['zipf_ratio_to_1k']:.1%} (target ≥ 95 %); "
+            f"{million['ratio_to_1k']:.1%} of the 1,000-link figure{target('≥ 80 %')}, p99 "
+            f"{million['p99_ms']:.1f} ms{target('≤ 25 ms')}; Zipf (s = {results['zipf_s']}) "
+            f"{million['zipf_rps']:,.0f} requests/s, {million['zipf_ratio_to_1k']:.1%}{target('≥ 95 %')}; "
             f"creation {million['create_rps']:,.0f} links/s. Stack memory "
             f"afterwards {million['memory_mib_after']:.0f} MiB by `docker stats`, of which "
             f"{million['process_memory_mib_after']:.0f} MiB the processes' own (the rest is the page cache "
-            f"of the database file, which the kernel gives back under pressure); seeding took "
+            f"of the database's files, which the kernel gives back under pressure); seeding took "
             f"{results['million_seed_seconds']} s."
         )
+    single, scale = (results, other) if prod else (other, results)
     lines += [
         "",
         f"![Throughput and p99 against concurrency]({chart_name})",
+        "",
+        "## Single box against the scale stack",
+        "",
+        f"The latest run of each ([{REPORT_NAMES['prod']}.md]({REPORT_NAMES['prod']}.md): "
+        f"`docker-compose.prod.yml`; [{REPORT_NAMES['scale']}.md]({REPORT_NAMES['scale']}.md): "
+        "`docker-compose.scale.yml`), each against nginx's static 308 in its own run. On one 2-core "
+        "machine the replicas share the cores with PostgreSQL and Redis: the scale stack's figures show "
+        "what the shared backends cost, not what more hosts would add ([scaling.md](scaling.md)).",
+        "",
+        side_by_side(single, scale),
         "",
         "What each optimisation was worth, what was tried and dropped, and what bounds the "
         "1,000,000-link case: [performance.md](performance.md).",
@@ -80,3 +177,19 @@ def report(results: dict, chart_name: str, command: str) -> str:
             lines += [f"| `{name}` | {share:.1%} |" for name, share in results[key]]
             lines.append("")
     return "\n".join(lines)
+
+
+def write_reports(folder: Path) -> None:
+    """Each stack's page from its JSON in `folder`, each with the other's figures beside its own."""
+    found = {}
+    for stack, name in REPORT_NAMES.items():
+        path = folder / f"{name}.json"
+        if path.exists():
+            found[stack] = json.loads(path.read_text())
+    for stack, results in found.items():
+        name = REPORT_NAMES[stack]
+        if "command" not in results:
+            log(f"{folder / name}.json predates this report (no command recorded): {name}.md left as it is")
+            continue
+        other = next((theirs for kind, theirs in found.items() if kind != stack), None)
+        (folder / f"{name}.md").write_text(report(results, f"{name}.png", other=other))

@@ -1,26 +1,31 @@
 #!/usr/bin/env python3
-"""Benchmark the production stack against nginx's static redirect, in one run.
+"""Benchmark a stack against nginx's static redirect, in one run.
 
     python bench/run.py                 # full run; writes docs/benchmarks.md and its chart
+    python bench/run.py --stack scale   # the scale stack; writes docs/benchmarks-scale.md
     python bench/run.py --smoke         # a few seconds per step (CI), writes to bench/results/
 
-Brings up docker-compose.prod.yml from a copy of the project (any Docker engine),
-seeds links through the API with an API key (and 1,000,000 with `seed_links`),
-then measures with wrk from the same machine:
+Brings up docker-compose.prod.yml (--stack prod, the default: nginx, one app
+container, SQLite) or docker-compose.scale.yml (--stack scale: nginx over
+--replicas app replicas on PostgreSQL and Redis) from a copy of the project (any
+Docker engine), seeds links through the API with an API key (and 1,000,000 with
+`seed_links`), then measures with wrk from the same machine:
 
 - baseline: nginx (same image) answering a static `return 308`;
-- redirect: GET /<random slug> through nginx -> app -> SQLite, clicks counted;
+- redirect: GET /<random slug> through nginx -> app -> the database, clicks counted;
 - Zipf:     the same with a skewed mix (s = 1.1: a few links get most requests);
 - create:   POST / with a new URL each time, with an API key;
-- memory:   `docker stats` of the whole stack under the redirect load;
+- memory:   `docker stats` of the whole stack (every container) under the redirect load;
 - clicks:   the clicks stored afterwards against the requests wrk completed;
 - a sweep of concurrency (1-256) for the chart, and 1M links against 1k.
 
 Figures are reported as ratios to the baseline measured in the same run:
-absolute numbers on a shared machine mean little. The parts: bench/stack.py
-(the stack, through tests/stack.Stack), bench/wrk.py (wrk, reporting through
-report.lua's done() hook), bench/mixes.py, bench/memory.py, bench/profile.py,
-bench/chart.py, bench/report.py.
+absolute numbers on a shared machine mean little. Each stack's results go to
+benchmarks[-scale].json/.md/.png; benchmarks.md also sets the two stacks side by
+side when both JSON files are in the output folder. The parts: bench/stack.py
+(the stack, through tests/stack's Stack and ScaleStack), bench/wrk.py (wrk,
+reporting through report.lua's done() hook), bench/mixes.py, bench/memory.py,
+bench/profile.py, bench/chart.py, bench/report.py.
 """
 
 import argparse
@@ -42,8 +47,8 @@ from bench import memory  # noqa: E402
 from bench.chart import chart  # noqa: E402
 from bench.mixes import write_slugs, write_zipf_slugs  # noqa: E402
 from bench.profile import profile_app_worker, summarize_profile  # noqa: E402
-from bench.report import report, table  # noqa: E402
-from bench.stack import BenchStack  # noqa: E402
+from bench.report import REPORT_NAMES, table, write_reports  # noqa: E402
+from bench.stack import STACKS, BenchStack  # noqa: E402
 from bench.wrk import WrkResult, log, wrk  # noqa: E402
 from tests.project import PROJECT_DIR  # noqa: E402
 
@@ -82,7 +87,7 @@ class Runs:
 
     def start_profile(self, seconds: float, output: Path):
         """py-spy on one app worker for the next `seconds` (None without py-spy)."""
-        return profile_app_worker(self.bench.compose("ps", "-q", "app").strip(), seconds - 1, output)
+        return profile_app_worker(self.bench.app_containers()[0], seconds - 1, output)
 
 
 def run(args) -> dict:
@@ -91,9 +96,12 @@ def run(args) -> dict:
     seconds = 3 if args.smoke else args.seconds
     links = 50 if args.smoke else args.links
     sweep = [1, 16] if args.smoke else [1, 4, 16, 64, 128, 256]
+    replicas = args.replicas if args.stack == "scale" else 1
     results: dict = {
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
         "smoke": args.smoke,
+        "stack": args.stack,
+        "replicas": replicas,
         "workers": args.workers,
         "fast_path": not args.no_fast_path,
         "links": links,
@@ -104,19 +112,24 @@ def run(args) -> dict:
     }
     with tempfile.TemporaryDirectory(prefix="shortener-bench-") as tmp:
         bench = BenchStack(
-            Path(tmp), workers=args.workers, fast_path=not args.no_fast_path, extra_env=args.env
+            Path(tmp),
+            kind=args.stack,
+            replicas=replicas,
+            workers=args.workers,
+            fast_path=not args.no_fast_path,
+            extra_env=args.env,
         )
         runs = Runs(bench)
+        results["compose_files"] = bench.compose_files
         try:
             bench.up()
-            api_key = bench.manage("issue_api_key", "--name", "bench").split()[-1]
-            seeded = bench.seed_through_api(links, api_key)
+            api_key = bench.issue_api_key()
+            seeded = bench.seed_through_api(links)
             slugs_file = write_slugs(Path(tmp) / "slugs.txt", seeded)
             zipf_file = write_zipf_slugs(Path(tmp) / "zipf.txt", seeded, draws=ZIPF_DRAWS, s=ZIPF_S)
             # Warm up: both nginx and the app's caches, as in steady production.
             runs.redirects(slugs_file, connections=16, seconds=min(2, seconds), name="warm-up")
-            time.sleep(2.5)  # let the warm-up's clicks reach the database first
-            clicks_before = bench.total_clicks()
+            clicks_before = bench.settled_clicks()  # the warm-up's clicks in the database first
 
             baseline = runs.baseline(connections=64, seconds=seconds)
             redirect = runs.redirects(slugs_file, connections=64, seconds=seconds, name="stack redirect")
@@ -136,6 +149,7 @@ def run(args) -> dict:
                 results["profile_1k"] = summarize_profile(profile)
             redirect_requests = redirect.requests + zipf.requests + sampled.requests
             results["memory_mib_under_load"] = max(under_load) if under_load else None
+            results["memory_services"] = bench.services()
             results["memory_mib_idle"] = memory.stats_mib(bench.containers())
             results["process_memory_mib"] = memory.process_mib(bench.containers())
 
@@ -148,8 +162,7 @@ def run(args) -> dict:
                 redirect_requests += stack.requests
                 results["sweep"].append({"baseline": asdict(base), "stack": asdict(stack)})
 
-            time.sleep(2.5)  # one flush interval and then some
-            stored = bench.total_clicks() - clicks_before
+            stored = bench.settled_clicks() - clicks_before
             # wrk stops counting with requests in flight: the server may have
             # answered (and counted) up to one more per connection per run.
             in_flight = 3 * 64 + sum(sweep)
@@ -210,6 +223,10 @@ def run(args) -> dict:
                     "memory_mib_after": memory.stats_mib(bench.containers()),
                     "process_memory_mib_after": memory.process_mib(bench.containers()),
                 }
+            measured = results["runs"] + [step for point in results["sweep"] for step in point.values()]
+            if any(step["non_3xx_or_2xx"] or step["socket_errors"] for step in measured):
+                results["error_answers"] = bench.error_answers()
+                log(f"failed requests: {results['error_answers']}")
         finally:
             bench.down()
     results["baseline_rps"] = baseline.rps
@@ -225,10 +242,22 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--smoke", action="store_true", help="a few seconds per step; no 1M-link phase")
+    parser.add_argument(
+        "--stack",
+        choices=STACKS,
+        default="prod",
+        help="prod (default): docker-compose.prod.yml, SQLite; "
+        "scale: docker-compose.scale.yml, app replicas on PostgreSQL and Redis",
+    )
+    parser.add_argument("--replicas", type=int, default=3, help="app replicas of the scale stack")
     parser.add_argument("--seconds", type=float, default=10, help="duration of each main step")
     parser.add_argument("--links", type=int, default=1000)
     parser.add_argument("--million", type=int, default=1_000_000, help="links for the large phase (0: skip)")
-    parser.add_argument("--workers", type=int, default=2, help="uvicorn workers (WEB_CONCURRENCY)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        help="uvicorn workers per app container (WEB_CONCURRENCY; default 2 for prod, 1 for scale)",
+    )
     parser.add_argument("--no-fast-path", action="store_true", help="send redirects through Django")
     parser.add_argument(
         "--profile",
@@ -246,13 +275,17 @@ def main() -> int:
         "--output", type=Path, help="folder for results (default docs/, or bench/results/ with --smoke)"
     )
     args = parser.parse_args()
+    if args.workers is None:
+        # Two cores: the single box's two workers, or one per replica beside PostgreSQL and Redis.
+        args.workers = 2 if args.stack == "prod" else 1
     output = args.output or (BENCH_DIR / "results" if args.smoke else PROJECT_DIR / "docs")
     output.mkdir(parents=True, exist_ok=True)
     results = run(args)
-    command = "python bench/run.py " + " ".join(sys.argv[1:])
-    (output / "benchmarks.json").write_text(json.dumps(results, indent=2))
-    chart(results, output / "benchmarks.png")
-    (output / "benchmarks.md").write_text(report(results, "benchmarks.png", command.strip()))
+    results["command"] = ("python bench/run.py " + " ".join(sys.argv[1:])).strip()
+    name = REPORT_NAMES[args.stack]
+    (output / f"{name}.json").write_text(json.dumps(results, indent=2))
+    chart(results, output / f"{name}.png")
+    write_reports(output)
     print(table(results))
     print(
         f"redirect: {results['redirect_ratio']:.1%} of nginx static 308 (Zipf {results['zipf_ratio']:.1%}); "

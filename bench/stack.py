@@ -1,18 +1,26 @@
-"""The stack under test (tests/stack.Stack, the one compose helper the tests use
-too) and the nginx static-308 baseline beside it."""
+"""The stack under test (tests/stack's Stack or ScaleStack, the compose helpers the
+tests use too) and the nginx static-308 baseline beside it."""
 
+import itertools
+import re
+import secrets
 import subprocess
 import time
+from collections import Counter
 from pathlib import Path
 
 import httpx
 
 from bench.wrk import BENCH_DIR, log
 from tests.project import copy_project, free_port
-from tests.stack import Stack
+from tests.stack import ScaleStack, Stack
 
 NGINX_IMAGE = "nginx:1.28-bookworm"
-PROJECT_NAME = "shortener-bench"
+# What --stack chooses: the single box, or nginx over app replicas on PostgreSQL and Redis.
+STACKS = {"prod": Stack, "scale": ScaleStack}
+# Each stack's compose project; the baseline container carries BASELINE_LABEL=<project>.
+PROJECTS = {"prod": "shortener-bench", "scale": "shortener-bench-scale"}
+BASELINE_LABEL = "com.shortener.bench-baseline"
 
 
 def wait_for(url: str, *, status: int, seconds: float = 30) -> None:
@@ -32,15 +40,31 @@ def wait_for(url: str, *, status: int, seconds: float = 30) -> None:
 
 
 class BenchStack:
-    def __init__(self, workdir: Path, *, workers: int, fast_path: bool, extra_env: list[str]):
-        self.stack = Stack(directory=copy_project(workdir / "project"), project=PROJECT_NAME)
-        settings = dict(setting.split("=", 1) for setting in extra_env)
-        self.stack.write_env(
-            WEB_CONCURRENCY=str(workers), SHORTENER_REDIRECT_FAST_PATH=str(int(fast_path)), **settings
-        )
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        kind: str = "prod",
+        replicas: int = 1,
+        workers: int,
+        fast_path: bool,
+        extra_env: list[str],
+    ):
+        """`kind` is a key of STACKS; `workers` are uvicorn's per app container."""
+        directory = copy_project(workdir / "project")
+        settings = {"WEB_CONCURRENCY": str(workers), "SHORTENER_REDIRECT_FAST_PATH": str(int(fast_path))}
+        if STACKS[kind] is ScaleStack:
+            self.stack = ScaleStack(directory=directory, project=PROJECTS[kind], app_replicas=replicas)
+            # Letters and digits: they become part of DATABASE_URL and REDIS_URL.
+            settings |= {"POSTGRES_PASSWORD": secrets.token_hex(16), "REDIS_PASSWORD": secrets.token_hex(16)}
+        else:
+            self.stack = Stack(directory=directory, project=PROJECTS[kind])
+        self.stack.write_env(**(settings | dict(setting.split("=", 1) for setting in extra_env)))
+        self.compose_files = list(self.stack.compose_files)
         self.base_url = self.stack.base_url
         self.baseline_url = ""
         self.baseline_container = ""
+        self.api_key = ""
 
     def compose(self, *args: str) -> str:
         return self.stack.compose(*args).stdout
@@ -56,6 +80,8 @@ class BenchStack:
                 "run",
                 "-d",
                 "--rm",
+                "--label",
+                f"{BASELINE_LABEL}={self.stack.project}",
                 "-p",
                 f"127.0.0.1:{baseline_port}:80",
                 "-v",
@@ -79,21 +105,80 @@ class BenchStack:
     def manage(self, *args: str) -> str:
         return self.compose("exec", "-T", "app", "python", "manage.py", *args)
 
-    def seed_through_api(self, count: int, api_key: str) -> list[str]:
+    def issue_api_key(self) -> str:
+        self.api_key = self.manage("issue_api_key", "--name", "bench").split()[-1]
+        return self.api_key
+
+    def api(self) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.base_url, headers={"Authorization": f"Bearer {self.api_key}"}, timeout=30
+        )
+
+    def seed_through_api(self, count: int) -> list[str]:
         log(f"seeding {count} links through the API")
         slugs = []
-        with httpx.Client(base_url=self.base_url, headers={"Authorization": f"Bearer {api_key}"}) as client:
+        with self.api() as client:
             for i in range(count):
                 response = client.post("/", json={"url": f"https://example.com/bench/seed/{i}"})
                 response.raise_for_status()
                 slugs.append(response.json()["short_slug"])
         return slugs
 
+    def services(self) -> list[str]:
+        """The compose service of each running container: what the memory figures add up."""
+        labels = subprocess.run(
+            [
+                "docker",
+                "inspect",
+                "-f",
+                '{{index .Config.Labels "com.docker.compose.service"}}',
+                *self.containers(),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        return sorted(labels.split())
+
+    def error_answers(self) -> dict:
+        """Why a run counted failures: nginx's answers other than 2xx and 3xx by status
+        (499, wrk closing with requests in flight, left out), and the app's error lines."""
+        time.sleep(1.5)  # nginx's access log buffer (flush=1s)
+        statuses = Counter(re.findall(r'" ([45]\d\d) ', self.compose("logs", "--no-color", "nginx")))
+        statuses.pop("499", None)
+        app = self.compose("logs", "--no-color", "--tail", "5000", "app").splitlines()
+        return {
+            "nginx_statuses": dict(statuses),
+            "app_errors": [line for line in app if re.search(r"Error|Exception|Traceback", line)][-20:],
+        }
+
+    def app_containers(self) -> list[str]:
+        return self.compose("ps", "-q", "app").split()
+
+    def settled_clicks(self, *, timeout: float = 60) -> int:
+        """Total clicks once every worker has flushed: each writes about once a
+        second, so two equal readings a flush interval and more apart."""
+        time.sleep(2.5)
+        deadline = time.monotonic() + timeout
+        last = self.total_clicks()
+        while True:
+            time.sleep(1.5)
+            now = self.total_clicks()
+            if now == last:
+                return now
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"clicks still changing after {timeout:.0f} s ({last} then {now})")
+            last = now
+
     def total_clicks(self) -> int:
-        out = self.manage(
-            "shell",
-            "-c",
-            "from django.db.models import Sum; from links.models import Link; "
-            "print(Link.objects.aggregate(s=Sum('clicks'))['s'] or 0)",
-        )
-        return int(out.strip().splitlines()[-1])
+        """Clicks of every link, as the API lists them (what an operator reads,
+        whichever tables hold the counters)."""
+        total = 0
+        with self.api() as client:
+            for page in itertools.count(1):
+                response = client.get("/api/links/", params={"page": page})
+                response.raise_for_status()
+                body = response.json()
+                total += sum(link["clicks"] for link in body["results"])
+                if not body["next"]:
+                    return total

@@ -1,6 +1,7 @@
-"""The benchmark harness: its short smoke mode runs end to end against the stack
-and its correctness figures hold; its mixes and parsers in-process. Timings are
-reported, never asserted."""
+"""The benchmark harness: its short smoke mode runs end to end against each stack
+(the single box and the scale stack) and its correctness figures hold; both
+stacks' figures side by side in benchmarks.md; its mixes and parsers in-process.
+Timings are reported, never asserted."""
 
 import json
 import random
@@ -13,50 +14,115 @@ import pytest
 
 from bench.memory import parse_mem_usage
 from bench.mixes import zipf_indices
+from bench.report import REPORT_NAMES
+from bench.stack import BASELINE_LABEL, PROJECTS
 from tests.conftest import PROJECT_DIR
 from tests.stack import require_engine
 
+STEPS = ["nginx static 308", "stack redirect", "stack redirect, Zipf", "stack create (POST /)"]
+# Each stack's running containers, by compose service: what its memory figures add up.
+SERVICES = {"prod": ["app", "backup", "nginx"], "scale": ["app", "app", "app", "nginx", "postgres", "redis"]}
+MEMORY_OF = {"prod": "app, backup, nginx", "scale": "3 app, nginx, postgres, redis"}
+COMPOSE_FILES = {"prod": ["docker-compose.prod.yml"], "scale": ["docker-compose.scale.yml"]}
+WORKERS = {"prod": 2, "scale": 1}  # uvicorn workers per app container by default
 
-@pytest.mark.stack
-def test_benchmark_harness_smoke_run(tmp_path):
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    """`bench/run.py --smoke --stack <stack>`, once per stack, every stack into one folder
+    (as the full runs write into docs/): the folder and that run's results."""
     require_engine()
     if not shutil.which("wrk"):
         pytest.skip("wrk is not installed (apt-get install wrk)")
-    result = subprocess.run(
-        [sys.executable, "bench/run.py", "--smoke", "--output", str(tmp_path)],
-        cwd=PROJECT_DIR,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
-    results = json.loads((tmp_path / "benchmarks.json").read_text())
+    output = tmp_path_factory.mktemp("bench")
+    runs = {}
+
+    def run(stack: str):
+        if stack not in runs:
+            result = subprocess.run(
+                [sys.executable, "bench/run.py", "--smoke", "--stack", stack, "--output", str(output)],
+                cwd=PROJECT_DIR,
+                capture_output=True,
+                text=True,
+                timeout=900,
+            )
+            assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+            runs[stack] = json.loads((output / f"{REPORT_NAMES[stack]}.json").read_text())
+        return output, runs[stack]
+
+    return run
+
+
+@pytest.mark.stack
+@pytest.mark.parametrize("stack", ["prod", "scale"])
+def test_benchmark_harness_smoke_run(smoke, stack):
+    output, results = smoke(stack)
+    assert results["stack"] == stack
+    assert results["compose_files"] == COMPOSE_FILES[stack]
+    assert (results["replicas"], results["workers"]) == ({"prod": 1, "scale": 3}[stack], WORKERS[stack])
     names = [run["name"] for run in results["runs"]]
-    assert names == ["nginx static 308", "stack redirect", "stack redirect, Zipf", "stack create (POST /)"]
+    assert names == STEPS
     for run in results["runs"] + [step for point in results["sweep"] for step in point.values()]:
         # Figures from wrk's done() hook: requests over the measured duration.
         assert run["requests"] > 0 and run["seconds"] > 0, run
         assert run["rps"] == pytest.approx(run["requests"] / run["seconds"]), run
         assert 0 < run["p50_ms"] <= run["p99_ms"], run
-        assert run["non_3xx_or_2xx"] == 0 and run["socket_errors"] == 0, run
+        assert run["non_3xx_or_2xx"] == 0 and run["socket_errors"] == 0, (run, results.get("error_answers"))
     assert [point["stack"]["connections"] for point in results["sweep"]] == [1, 16]
+    assert results["redirect_ratio"] == pytest.approx(results["runs"][1]["rps"] / results["runs"][0]["rps"])
+    assert results["zipf_ratio"] == pytest.approx(results["runs"][2]["rps"] / results["runs"][0]["rps"])
     assert results["clicks"]["exact"], results["clicks"]
+    assert results["clicks"]["requests_completed"] > 0
+    # Memory of the whole stack: every running container, PostgreSQL and Redis included.
+    assert results["memory_services"] == SERVICES[stack]
     assert results["memory_mib_under_load"] > 0
     assert results["process_memory_mib"] > 0
     assert results["create_rps"] == results["runs"][-1]["rps"] > 0
-    assert (tmp_path / "benchmarks.png").stat().st_size > 10_000
-    report = (tmp_path / "benchmarks.md").read_text()
-    assert "of nginx's static 308" in report
-    assert "with the Zipf (s = 1.1) mix" in report
+    name = REPORT_NAMES[stack]
+    assert (output / f"{name}.png").stat().st_size > 10_000
+    report = (output / f"{name}.md").read_text()
+    assert f"**Redirect throughput: {results['redirect_ratio']:.1%} of nginx's static 308**" in report
+    assert f"with the Zipf (s = 1.1) mix over the same links {results['zipf_ratio']:.1%}" in report
     assert (
         f"Creation (POST / with an API key, 16 connections): {results['create_rps']:,.0f} links/s" in report
     )
+    assert f"Memory of the whole stack ({MEMORY_OF[stack]}) under the redirect load" in report
+    assert f"`{results['command']}`" in report and f"--stack {stack}" in results["command"]
     # The stack and the baseline container are gone.
-    for name in ("shortener-bench", "nginx:1.28"):
+    for label in (f"com.docker.compose.project={PROJECTS[stack]}", f"{BASELINE_LABEL}={PROJECTS[stack]}"):
         left = subprocess.run(
-            ["docker", "ps", "-q", "--filter", f"name={name}"], capture_output=True, text=True
+            ["docker", "ps", "-a", "-q", "--filter", f"label={label}"], capture_output=True, text=True
         )
-        assert left.stdout.strip() == "", name
+        assert left.returncode == 0 and left.stdout.strip() == "", label
+
+
+@pytest.mark.stack
+def test_both_stacks_side_by_side_on_each_page(smoke):
+    output, single = smoke("prod")
+    _, scale = smoke("scale")
+    rows = [
+        f"| redirect, ratio to nginx static 308 | {single['redirect_ratio']:.1%} | "
+        f"{scale['redirect_ratio']:.1%} |",
+        f"| Zipf mix, ratio to nginx static 308 | {single['zipf_ratio']:.1%} | {scale['zipf_ratio']:.1%} |",
+        f"| creation (POST /, 16 connections) | {single['create_rps']:,.0f} links/s | "
+        f"{scale['create_rps']:,.0f} links/s |",
+        f"| redirect p50 / p99 (64 connections) | {single['runs'][1]['p50_ms']:.2f} / "
+        f"{single['runs'][1]['p99_ms']:.2f} ms | {scale['runs'][1]['p50_ms']:.2f} / "
+        f"{scale['runs'][1]['p99_ms']:.2f} ms |",
+        f"| memory under load, every container | {single['memory_mib_under_load']:.0f} MiB | "
+        f"{scale['memory_mib_under_load']:.0f} MiB |",
+        f"| clicks stored = redirects completed | yes ({single['clicks']['difference']:+d}, in flight ≤ "
+        f"{single['clicks']['in_flight_bound']}) | yes ({scale['clicks']['difference']:+d}, in flight ≤ "
+        f"{scale['clicks']['in_flight_bound']}) |",
+        "| setup | one app container, 2 uvicorn worker(s), SQLite | "
+        "3 app replicas, 1 uvicorn worker(s) each, PostgreSQL + Redis |",
+        "| with 1,000,000 more links, uniform | — | — |",  # no 1M phase in a smoke run
+    ]
+    for name in REPORT_NAMES.values():
+        page = (output / f"{name}.md").read_text()
+        assert "| | single box | scale stack |" in page, name
+        for row in rows:
+            assert row in page, (name, row)
 
 
 def test_the_zipf_mix_sends_most_requests_to_a_few_links():
