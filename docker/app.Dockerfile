@@ -11,7 +11,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 # A fixed uid/gid, the same in the migration image, owns the database volume.
 RUN groupadd --system --gid 10001 app \
  && useradd --system --uid 10001 --gid app --home-dir /app --no-create-home --shell /usr/sbin/nologin app \
- && install -d -o app -g app /data
+ && install -d -o app -g app /data /run/shortener
 
 WORKDIR /app
 

@@ -31,6 +31,7 @@ fingerprint() { cat "$LIVE/fullchain.pem" "$LIVE/privkey.pem" 2>/dev/null | cksu
 render() {
     echo "# Written by nginx/entrypoint.sh at start and when the certificate changes."
     echo "include $SRC/common.conf;"
+    echo "include $SRC/app-socket.conf;"
     if ! have_certificate; then
         cat <<EOF
 server {
@@ -102,5 +103,4 @@ log "$(describe)"
 if [ -n "$DOMAIN" ]; then
     watch_certificate &
 fi
-# The app has no fixed address: watch-app.sh reloads nginx when it moves.
-exec /bin/sh "$SRC/watch-app.sh" /docker-entrypoint.sh "$@"
+exec /docker-entrypoint.sh "$@"

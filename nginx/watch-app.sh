@@ -2,8 +2,7 @@
 # Runs the command given (nginx's own entrypoint) with a watcher beside it that
 # re-resolves the app service's name every APP_RESOLVE_INTERVAL seconds and
 # reloads nginx gracefully (old workers finish their requests) when the app's
-# addresses change: the one app container recreated on a new address
-# (docker-compose.prod.yml), or replicas added, removed or restarted
+# addresses change: replicas added, removed or restarted on new addresses
 # (docker-compose.scale.yml).
 #
 # Open-source nginx resolves an upstream's host names only when it loads its
@@ -14,9 +13,14 @@ set -eu
 NAME="${APP_SERVICE_NAME:-app}"
 INTERVAL="${APP_RESOLVE_INTERVAL:-1}"
 
-log() { printf '[nginx-app] %s\n' "$*" >&2; }
+log() { printf '[nginx-app] %s %s\n' "$(date +%T)" "$*" >&2; }
 
-addresses() { getent ahostsv4 "$NAME" 2>/dev/null | awk '{print $1}' | sort -u | tr '\n' ' '; }
+# Bounded: while the app is between containers its name is unknown, and a
+# resolver that forwards unknown names to an unreachable upstream can take many
+# seconds to say so; the next round asks again.
+addresses() {
+    timeout 2 getent ahostsv4 "$NAME" 2>/dev/null | awk '{print $1}' | sort -u | tr '\n' ' '
+}
 
 watch_app() {
     last="$(addresses)"

@@ -8,6 +8,7 @@ clicks; the throttle holds its limit across replicas.
 Which replica answered is read from a header that only this test's override
 adds (nginx's $upstream_addr); production answers carry no such header."""
 
+import ipaddress
 import json
 import secrets
 import subprocess
@@ -142,6 +143,18 @@ def test_the_api_contract_through_nginx(stack):
     assert (redirect.status_code, redirect.headers["location"]) == (308, "https://example.com/scale/contract")
     unknown = httpx.get(f"{stack.base_url}/NoSuchSlug")
     assert (unknown.status_code, unknown.json()) == (404, {"error": "URL not found"})
+
+
+def test_replicas_believe_forwarded_headers_from_their_own_network_only(stack):
+    # No fixed addresses: each replica trusts the network the engine gave the stack
+    # (docker/attached_networks.py), and nginx is on it.
+    (nginx_network,) = stack.container("nginx")["NetworkSettings"]["Networks"].values()
+    nginx_address = ipaddress.ip_address(nginx_network["IPAddress"])
+    logs = stack.logs("app").replace("\r", "")
+    for address in stack.replicas().values():
+        network = ipaddress.ip_interface(f"{address}/{nginx_network['IPPrefixLen']}").network
+        assert nginx_address in network
+        assert f"X-Forwarded-* believed from {network}\n" in logs
 
 
 def test_every_replica_serves_requests(stack):
