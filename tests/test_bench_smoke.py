@@ -116,7 +116,7 @@ def test_both_stacks_side_by_side_on_each_page(smoke):
         f"{scale['clicks']['in_flight_bound']}) |",
         "| setup | one app container, 2 uvicorn worker(s), SQLite | "
         "3 app replicas, 1 uvicorn worker(s) each, PostgreSQL + Redis |",
-        "| with 1,000,000 more links, uniform | — | — |",  # no 1M phase in a smoke run
+        "| the large phase (`--million`), uniform | — | — |",  # none in a smoke run
     ]
     for name in REPORT_NAMES.values():
         page = (output / f"{name}.md").read_text()
