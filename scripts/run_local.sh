@@ -26,4 +26,8 @@ fi
 
 .venv/bin/python manage.py migrate --noinput
 echo "==> serving http://127.0.0.1:${PORT:-8000}/ (Ctrl+C stops)"
-exec .venv/bin/python -m uvicorn shortener_site.asgi:application --host 127.0.0.1 --port "${PORT:-8000}"
+# h11 rather than httptools: it reads any method token, so an unknown method
+# such as FOO reaches Django and gets the JSON 405 that nginx gives in production
+# (httptools refuses it with a text/plain 400 before the app sees it).
+exec .venv/bin/python -m uvicorn shortener_site.asgi:application --host 127.0.0.1 --port "${PORT:-8000}" \
+  --http h11

@@ -227,7 +227,9 @@ def check_local_site(reader: Reader, port: int) -> None:
     # The local (DEBUG) site answers client errors with the same JSON as production.
     for args, status, error in (
         ([f"{base}/no/such/page"], 404, "Not found"),
-        (["-X", "PUT", f"{base}/"], 405, None),
+        (["-X", "PUT", f"{base}/"], 405, "Method not allowed"),
+        # A method no parser knows: the same JSON 405 as nginx answers in production.
+        (["-X", "FOO", f"{base}/"], 405, "Method not allowed"),
     ):
         result = subprocess.run(
             ["curl", "-s", "-w", "\n%{http_code} %{content_type}", *args], capture_output=True, text=True
