@@ -1,0 +1,130 @@
+"""What one redirect-cache miss costs, in-process (no HTTP): the fast path's
+read of the row (links.fastpath.SQLiteLinks.load) and its decision on it
+(RedirectFastPath._answer), against the decision as it was before 2026-11-29
+(a Link model instance, its status from rules that built Q objects on every
+call) and the row read without the counters join, interleaved in one run on a
+real SQLite file. Read the times as ratios within one run.
+
+    DJANGO_DEBUG=1 .venv/bin/python bench/miss_cost.py [--links 100000] [--database FILE]
+
+`--database` reuses a migrated, seeded file (such as bench/flush_cost.py's
+`--data` one) instead of seeding a new one.
+"""
+
+import argparse
+import os
+import random
+import sqlite3
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "shortener_site.settings")
+
+WITHOUT_JOIN = (
+    "SELECT id, original_url, is_active, expires_at, max_clicks, 0 AS clicks FROM links_link WHERE slug = ?"
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--links", type=int, default=100_000)
+    parser.add_argument("--database", type=Path, help="a migrated, seeded SQLite file to read")
+    parser.add_argument("--lookups", type=int, default=100_000, help="misses per variant and round")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    data = Path(tempfile.mkdtemp(prefix="miss-cost-"))
+    os.environ["SHORTENER_DATA_DIR"] = str(data)
+    os.environ["SQLITE_PATH"] = str(args.database or data / "bench.sqlite3")
+
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+    from django.db.models import F, Q
+    from django.utils import timezone
+
+    from links import fastpath
+    from links.fastpath import DELEGATE, NEVER, CachedLink, RedirectFastPath, SQLiteLinks
+    from links.models import Link, LinkStatus
+
+    if args.database is None:
+        call_command("migrate", verbosity=0)
+        print(f"seeding {args.links} links", file=sys.stderr)
+        call_command("seed_links", "--count", str(args.links), "--quiet", verbosity=0)
+    database = Path(os.environ["SQLITE_PATH"])
+    with sqlite3.connect(database) as db:
+        slugs = [slug for (slug,) in db.execute("SELECT slug FROM links_link")]
+
+    def status_before(link) -> LinkStatus:
+        """Link.status before 2026-11-29: the rules, Q objects included, built per call."""
+        now = timezone.now()
+        rules = (
+            (LinkStatus.DISABLED, Q(is_active=False), lambda link: not link.is_active),
+            (
+                LinkStatus.EXPIRED,
+                Q(expires_at__lte=now),
+                lambda link: link.expires_at is not None and link.expires_at <= now,
+            ),
+            (
+                LinkStatus.EXHAUSTED,
+                Q(max_clicks__isnull=False, clicks__gte=F("max_clicks")),
+                lambda link: link.max_clicks is not None and link.clicks >= link.max_clicks,
+            ),
+        )
+        for status, _, applies in rules:
+            if applies(link):
+                return status
+        return LinkStatus.ACTIVE
+
+    def answer_before(row):
+        """RedirectFastPath._answer before 2026-11-29 (a model instance; clicks,
+        then one of its fields, is a property over the counters now: not passed)."""
+        if row is None:
+            return None
+        link_id, url, is_active, expires_at, max_clicks, _clicks = row
+        link = Link(
+            id=link_id, original_url=url, is_active=is_active, expires_at=expires_at, max_clicks=max_clicks
+        )
+        if status_before(link) != LinkStatus.ACTIVE or link.max_clicks is not None or not url.isascii():
+            return DELEGATE
+        valid_until = link.expires_at.timestamp() if link.expires_at is not None else NEVER
+        return CachedLink(link_id=link_id, location=url.encode("ascii"), valid_until=valid_until)
+
+    links = SQLiteLinks(database)
+    rows = {}
+    variants = {
+        "read the row (with the counters join)": lambda slug: links.load(slug),
+        "read the row (no join)": None,
+        "decide, before (model + Q objects)": lambda slug: answer_before(rows[slug]),
+        "decide, now (LinkState)": lambda slug: RedirectFastPath._answer(rows[slug]),
+    }
+    rng = random.Random(15)
+    print(f"{len(slugs)} links, {args.lookups} misses per row")
+    print("| variant | round | µs per miss |")
+    print("| --- | ---: | ---: |")
+    for round_ in range(1, args.rounds + 1):
+        sample = [slugs[rng.randrange(len(slugs))] for _ in range(args.lookups)]
+        rows = {slug: links.load(slug) for slug in sample}
+        for name, step in variants.items():
+            if step is None:
+                original, fastpath.LINK_QUERY = fastpath.LINK_QUERY, WITHOUT_JOIN
+                links.reset()
+                step = links.load
+            started = time.perf_counter()
+            for slug in sample:
+                step(slug)
+            elapsed = time.perf_counter() - started
+            if variants[name] is None:
+                fastpath.LINK_QUERY = original
+                links.reset()
+            print(f"| {name} | {round_} | {elapsed / len(sample) * 1e6:.2f} |", flush=True)
+    links.close()
+
+
+if __name__ == "__main__":
+    main()
