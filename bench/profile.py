@@ -9,10 +9,13 @@ from pathlib import Path
 from bench.wrk import log
 
 # Leaves where a thread waits rather than works. `_worker` of concurrent.futures is an
-# idle pool thread blocked in its queue's get() (C code: no deeper Python frame).
+# idle pool thread blocked in its queue's get() (C code: no deeper Python frame);
+# psycopg's `Connection.wait` is a thread blocked on PostgreSQL: on the scale stack
+# mostly the fast path's LISTEN thread (links/fastpath.py), half of all samples.
 IDLE_LEAF = re.compile(
     r"^(Condition\.wait|Event\.wait|Connection\._recv|_recv_bytes|select|poll)\b"
     r"|^_worker \(.*concurrent/futures/thread\.py"
+    r"|^Connection\.wait \(.*psycopg/connection\.py"
 )
 
 

@@ -164,7 +164,7 @@ def report(results: dict, chart_name: str, *, other: dict | None = None) -> str:
         "",
     ]
     for key, title in (
-        ("profile_1k", "1,000 links"),
+        ("profile_1k", f"{results['links']:,} links"),
         ("profile_1m", f"{million['links']:,} links" if million else ""),
     ):
         if results.get(key):

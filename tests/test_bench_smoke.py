@@ -14,6 +14,7 @@ import pytest
 
 from bench.memory import parse_mem_usage
 from bench.mixes import zipf_indices
+from bench.profile import summarize_profile
 from bench.report import REPORT_NAMES
 from bench.stack import BASELINE_LABEL, PROJECTS
 from tests.conftest import PROJECT_DIR
@@ -141,3 +142,22 @@ def test_the_zipf_mix_sends_most_requests_to_a_few_links():
 )
 def test_docker_stats_memory_is_read_in_mib(mem_usage, mib):
     assert parse_mem_usage(mem_usage) == pytest.approx(mib)
+
+
+def test_the_profile_counts_work_and_leaves_waiting_threads_out(tmp_path):
+    site = "/usr/local/lib/python3.11/site-packages"
+    raw = tmp_path / "raw.txt"
+    raw.write_text(
+        # py-spy's raw (collapsed) stacks: frames from the root, then the sample count.
+        f"<module> (/app/x.py:1);Runner.run ({site}/asyncio/runners.py:118) 60\n"
+        f"<module> (/app/x.py:1);RedirectFastPath.handle (links/fastpath.py:40) 30\n"
+        f"<module> (/app/x.py:1);RedirectFastPath.handle (links/fastpath.py:41) 10\n"
+        # The LISTEN thread blocked on PostgreSQL, an idle pool thread, a timer: waits, not work.
+        f"_listen (links/fastpath.py:230);Connection.wait ({site}/psycopg/connection.py:90) 100\n"
+        f"run ({site}/threading.py:1);_worker (/usr/lib/python3.11/concurrent/futures/thread.py:81) 100\n"
+        f"run ({site}/threading.py:1);Event.wait (/usr/lib/python3.11/threading.py:600) 100\n"
+    )
+    assert summarize_profile(raw) == [
+        ("Runner.run (asyncio/runners.py)", 0.6),
+        ("RedirectFastPath.handle (links/fastpath.py)", 0.4),
+    ]
