@@ -1,9 +1,10 @@
 """What one redirect-cache miss costs, in-process (no HTTP): the fast path's
-read of the row (links.fastpath.SQLiteLinks.load) and its decision on it
-(RedirectFastPath._answer), against the decision as it was before 2026-11-29
-(a Link model instance, its status from rules that built Q objects on every
-call) and the row read without the counters join, interleaved in one run on a
-real SQLite file. Read the times as ratios within one run.
+read of the row (links.fastpath.SQLiteLinks.load: its query as kept, with the
+counters joined for every link, and with no counters at all) and its decision
+on the row (RedirectFastPath._answer, against the decision as it was before
+2026-11-29: a Link model instance and its status from rules that built Q
+objects on every call), interleaved in one run on a real SQLite file. Read the
+times as ratios within one run.
 
     DJANGO_DEBUG=1 .venv/bin/python bench/miss_cost.py [--links 100000] [--database FILE]
 
@@ -23,7 +24,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "shortener_site.settings")
 
-WITHOUT_JOIN = (
+# The first try: the counters joined for every link.
+WITH_JOIN = (
+    "SELECT l.id, l.original_url, l.is_active, l.expires_at, l.max_clicks, COALESCE(c.clicks, 0) "
+    "FROM links_link l LEFT JOIN links_linkclicks c ON c.link_id = l.id WHERE l.slug = ?"
+)
+# The floor: no counters read at all.
+WITHOUT_COUNTERS = (
     "SELECT id, original_url, is_active, expires_at, max_clicks, 0 AS clicks FROM links_link WHERE slug = ?"
 )
 
@@ -96,12 +103,15 @@ def main() -> None:
         return CachedLink(link_id=link_id, location=url.encode("ascii"), valid_until=valid_until)
 
     links = SQLiteLinks(database)
-    rows = {}
-    variants = {
-        "read the row (with the counters join)": lambda slug: links.load(slug),
-        "read the row (no join)": None,
-        "decide, before (model + Q objects)": lambda slug: answer_before(rows[slug]),
-        "decide, now (LinkState)": lambda slug: RedirectFastPath._answer(rows[slug]),
+    kept_query = fastpath.LINK_QUERY
+    reads = {
+        "read the row, counters of limited links only (kept)": kept_query,
+        "read the row, counters joined for every link (first try)": WITH_JOIN,
+        "read the row, no counters (floor)": WITHOUT_COUNTERS,
+    }
+    decisions = {
+        "decide, before (model + Q objects)": answer_before,
+        "decide, now (LinkState)": RedirectFastPath._answer,
     }
     rng = random.Random(15)
     print(f"{len(slugs)} links, {args.lookups} misses per row")
@@ -109,20 +119,21 @@ def main() -> None:
     print("| --- | ---: | ---: |")
     for round_ in range(1, args.rounds + 1):
         sample = [slugs[rng.randrange(len(slugs))] for _ in range(args.lookups)]
-        rows = {slug: links.load(slug) for slug in sample}
-        for name, step in variants.items():
-            if step is None:
-                original, fastpath.LINK_QUERY = fastpath.LINK_QUERY, WITHOUT_JOIN
-                links.reset()
-                step = links.load
+        rows = [links.load(slug) for slug in sample]  # also warms the pages for every read below
+        for name, query in reads.items():
+            fastpath.LINK_QUERY = query
             started = time.perf_counter()
             for slug in sample:
-                step(slug)
+                links.load(slug)
             elapsed = time.perf_counter() - started
-            if variants[name] is None:
-                fastpath.LINK_QUERY = original
-                links.reset()
             print(f"| {name} | {round_} | {elapsed / len(sample) * 1e6:.2f} |", flush=True)
+        fastpath.LINK_QUERY = kept_query
+        for name, decide in decisions.items():
+            started = time.perf_counter()
+            for row in rows:
+                decide(row)
+            elapsed = time.perf_counter() - started
+            print(f"| {name} | {round_} | {elapsed / len(rows) * 1e6:.2f} |", flush=True)
     links.close()
 
 

@@ -53,6 +53,20 @@ def test_the_flush_writes_the_counters_row_not_the_link_row_and_it_follows_delet
     assert not DailyClicks.objects.exists()
 
 
+def test_one_flush_mixes_counted_links_first_clicks_and_deleted_links():
+    counted, _ = shorten_url(url="https://example.com/counted-before")
+    first, _ = shorten_url(url="https://example.com/first-click")
+    gone, _ = shorten_url(url="https://example.com/deleted-meanwhile")
+    LinkClicks.objects.create(link=counted, clicks=5)
+    counter = ClickCounter()
+    for link in (counted, counted, first, gone):
+        counter.record(link.pk)
+    gone.delete()
+    assert counter.flush() == 4  # all taken from the tally, the deleted link's dropped
+    assert dict(LinkClicks.objects.values_list("link_id", "clicks")) == {counted.pk: 7, first.pk: 1}
+    assert dict(DailyClicks.objects.values_list("link_id", "count")) == {counted.pk: 2, first.pk: 1}
+
+
 def test_a_later_click_written_first_keeps_the_latest_time():
     link, _ = shorten_url(url="https://example.com/times")
     later = timezone.now()
