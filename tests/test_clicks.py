@@ -4,6 +4,7 @@ with their link, exact for limited links under concurrent takers, moved by the
 migration both ways. On a real SQLite file, and again on PostgreSQL
 (scripts/with_postgres.sh)."""
 
+import asyncio
 import threading
 from datetime import timedelta
 
@@ -14,6 +15,7 @@ from django.db.migrations.executor import MigrationExecutor
 from django.utils import timezone
 
 from links.clicks import ClickCounter
+from links.fastpath import DELEGATE, RedirectFastPath
 from links.models import DailyClicks, Link, LinkClicks, LinkStatus, LinkTableVersion
 from links.services import shorten_url, take_limited_click
 
@@ -96,6 +98,21 @@ def test_a_limited_link_takes_exactly_its_clicks_and_then_is_exhausted():
     # A raised limit gives clicks again.
     Link.objects.filter(pk=limited.pk).update(max_clicks=4)
     assert [take_limited_click(link_id=limited.pk) for _ in range(2)] == [True, False]
+
+
+def test_the_fast_path_reads_the_clicks_of_a_limited_link_and_leaves_it_to_django():
+    limited, _ = shorten_url(url="https://example.com/fast-limited", max_clicks=5)
+    plain, _ = shorten_url(url="https://example.com/fast-plain")
+    for _ in range(2):
+        take_limited_click(link_id=limited.pk)
+    fast_path = RedirectFastPath.from_settings()
+    try:
+        # Its query's last column: the clicks, read from the counters for a limited link.
+        assert fast_path.links.load(limited.slug)[-1] == 2
+        assert asyncio.run(fast_path.lookup(limited.slug)) is DELEGATE
+        assert asyncio.run(fast_path.lookup(plain.slug)).location == b"https://example.com/fast-plain"
+    finally:
+        fast_path.close()
 
 
 def test_concurrent_takers_never_exceed_the_limit():
