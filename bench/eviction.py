@@ -9,7 +9,6 @@ the machine; the times per lookup do (read them as a ratio within the run).
 
 import argparse
 import asyncio
-import os
 import random
 import sqlite3
 import sys
@@ -18,14 +17,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "shortener_site.settings")
+from bench.inprocess import setup_django
+
 data = Path(tempfile.mkdtemp(prefix="eviction-"))
-os.environ["SHORTENER_DATA_DIR"] = str(data)
-os.environ["SQLITE_PATH"] = str(data / "bench.sqlite3")
-
-import django  # noqa: E402
-
-django.setup()
+setup_django(database=data / "bench.sqlite3")
 from django.core.management import call_command  # noqa: E402
 
 from bench.mixes import zipf_indices  # noqa: E402

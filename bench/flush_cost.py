@@ -14,7 +14,6 @@ as ratios within one run.
 
 import argparse
 import json
-import os
 import random
 import shutil
 import sqlite3
@@ -27,7 +26,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "shortener_site.settings")
+from bench.inprocess import setup_django
 
 # The PRAGMAs of the site's own connections (shortener_site/settings.py).
 SITE_PRAGMAS = (
@@ -136,12 +135,9 @@ def seeded_file(data: Path, links: int) -> Path:
     seeded = data / f"seeded-{links}.sqlite3"
     if seeded.exists():
         return seeded
-    os.environ["SHORTENER_DATA_DIR"] = str(data)
-    os.environ["SQLITE_PATH"] = str(data / "seeding.sqlite3")
-    import django
+    setup_django(database=data / "seeding.sqlite3")
     from django.core.management import call_command
 
-    django.setup()
     call_command("migrate", verbosity=0)
     print(f"seeding {links} links", file=sys.stderr)
     started = time.perf_counter()

@@ -14,14 +14,10 @@ import timeit
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "shortener_site.settings")
+from bench.inprocess import setup_django
+
 data = Path(tempfile.mkdtemp(prefix="lookup-cost-"))
-os.environ["SHORTENER_DATA_DIR"] = str(data)
-os.environ["SQLITE_PATH"] = str(data / "bench.sqlite3")
-
-import django  # noqa: E402
-
-django.setup()
+setup_django(database=data / "bench.sqlite3")
 from django.core.management import call_command  # noqa: E402
 
 from links.fastpath import RedirectFastPath  # noqa: E402

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "shortener_site.settings")
+from bench.inprocess import setup_django
 
 # The first try: the counters joined for every link.
 WITH_JOIN = (
@@ -45,12 +45,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     data = Path(tempfile.mkdtemp(prefix="miss-cost-"))
-    os.environ["SHORTENER_DATA_DIR"] = str(data)
-    os.environ["SQLITE_PATH"] = str(args.database or data / "bench.sqlite3")
-
-    import django
-
-    django.setup()
+    setup_django(database=args.database or data / "bench.sqlite3")
     from django.core.management import call_command
     from django.db.models import F, Q
     from django.utils import timezone
