@@ -120,14 +120,10 @@ DELEGATE = CachedLink(link_id=0, location=b"", valid_until=0.0)
 NEVER = float("inf")
 
 
-# Clicks matter only to a limited link's status, so only a limited link's are
-# read from the counters table (models.LinkClicks; no row yet is 0): a join for
-# every miss cost more than the rest of the read (bench/miss_cost.py).
-LINK_QUERY = (
-    "SELECT id, original_url, is_active, expires_at, max_clicks, CASE WHEN max_clicks IS NULL THEN 0 "
-    "ELSE COALESCE((SELECT c.clicks FROM links_linkclicks c WHERE c.link_id = links_link.id), 0) END "
-    "FROM links_link WHERE slug = ?"
-)
+# No clicks: they matter only to a limited link's status, and a limited link is
+# handed to Django before its status is asked (RedirectFastPath._answer), so the
+# counters table (models.LinkClicks) is never read here (bench/miss_cost.py).
+LINK_QUERY = "SELECT id, original_url, is_active, expires_at, max_clicks FROM links_link WHERE slug = ?"
 POSTGRES_LINK_QUERY = LINK_QUERY.replace("?", "%s")
 VERSION_QUERY = "SELECT version FROM links_linktableversion WHERE id = 1"
 # How often a PostgreSQL listener also reads the version row, in case a
@@ -173,10 +169,10 @@ class SQLiteLinks:
         row = self._database().execute(LINK_QUERY, (slug,)).fetchone()
         if row is None:
             return None
-        link_id, url, is_active, expires_at, max_clicks, clicks = row
+        link_id, url, is_active, expires_at, max_clicks = row
         # Django stores aware datetimes as naive UTC text.
         expires = None if expires_at is None else datetime.fromisoformat(expires_at).replace(tzinfo=UTC)
-        return link_id, url, bool(is_active), expires, max_clicks, clicks
+        return link_id, url, bool(is_active), expires, max_clicks
 
     def reset(self) -> None:
         if self._connection is not None:
@@ -316,14 +312,15 @@ class RedirectFastPath:
     def _answer(row: tuple | None) -> CachedLink | None:
         if row is None:
             return None
-        link_id, url, is_active, expires_at, max_clicks, clicks = row
+        link_id, url, is_active, expires_at, max_clicks = row
         # Limited links take their click in the database (exact across
         # workers): Django's view does that. Checked first, and the status on a
         # plain tuple, not a model instance: building a Link was most of a
-        # miss's cost (docs/performance.md, 2026-11-29).
+        # miss's cost (docs/performance.md, 2026-11-29). Unlimited, so no
+        # rule reads its clicks.
         if max_clicks is not None or not url.isascii():
             return DELEGATE
-        state = LinkState(is_active=is_active, expires_at=expires_at, max_clicks=max_clicks, clicks=clicks)
+        state = LinkState(is_active=is_active, expires_at=expires_at, max_clicks=None, clicks=0)
         if status_of(link=state) != LinkStatus.ACTIVE:
             return DELEGATE
         valid_until = expires_at.timestamp() if expires_at is not None else NEVER
