@@ -38,9 +38,12 @@ HEALTHCHECK --interval=5s --timeout=3s --start-period=30s --retries=3 \
 # Workers: $WEB_CONCURRENCY (default 1, right for a 1 vCPU t2.micro).
 # X-Forwarded-* are believed only from $FORWARDED_ALLOW_IPS (the proxy).
 # No access log: nginx logs every request already, and uvicorn's halves the
-# redirect throughput (docs/benchmarks.md).
+# redirect throughput (docs/benchmarks.md). links.protocol is uvicorn's own
+# HTTP protocol with plain redirects answered without an ASGI task
+# (docs/performance.md).
 ENV WEB_CONCURRENCY=1 \
     FORWARDED_ALLOW_IPS=127.0.0.1
 ENTRYPOINT ["/app/docker/app-entrypoint.sh"]
 CMD ["uvicorn", "shortener_site.asgi:application", "--host", "0.0.0.0", "--port", "8000", \
+     "--http", "links.protocol:FastRedirectProtocol", \
      "--proxy-headers", "--no-server-header", "--no-access-log", "--timeout-graceful-shutdown", "10"]

@@ -18,29 +18,31 @@ import atexit
 import json
 import logging
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, date, datetime
+from datetime import time as datetime_time
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.utils import timezone
 
 logger = logging.getLogger(__name__)
+
+SECONDS_PER_DAY = 86_400
 
 
 @dataclass
 class PendingClicks:
     clicks: int = 0
-    last_clicked_at: datetime | None = None
+    # Seconds since the epoch (time.time()): a datetime only when written.
+    last_clicked: float | None = None
     per_day: Counter = field(default_factory=Counter)
 
     def merge(self, other: "PendingClicks") -> None:
         self.clicks += other.clicks
-        if other.last_clicked_at and (
-            self.last_clicked_at is None or other.last_clicked_at > self.last_clicked_at
-        ):
-            self.last_clicked_at = other.last_clicked_at
+        if other.last_clicked is not None:
+            self.last_clicked = max(other.last_clicked, self.last_clicked or other.last_clicked)
         self.per_day.update(other.per_day)
 
 
@@ -52,20 +54,31 @@ class ClickCounter:
         self._flush_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # The UTC day of the last click and the seconds it spans: a click's day
+        # is found by two comparisons, not a datetime per click.
+        self._day: date | None = None
+        self._day_starts = self._day_ends = 0.0
 
     def record(self, link_id: int, *, at: datetime | None = None, already_counted: bool = False) -> None:
-        """Count one click of `link_id`. With `already_counted` (a limited link whose
-        click the database took), only the per-day tally is added."""
-        at = at or timezone.now()
+        """Count one click of `link_id` (now, or `at`). With `already_counted` (a
+        limited link whose click the database took), only the per-day tally is
+        added. On every redirect: kept to a clock read and a few dict steps."""
+        moment = time.time() if at is None else at.timestamp()
         with self._lock:
+            if not self._day_starts <= moment < self._day_ends:
+                self._day = datetime.fromtimestamp(moment, UTC).date()
+                self._day_starts = datetime.combine(self._day, datetime_time(), UTC).timestamp()
+                self._day_ends = self._day_starts + SECONDS_PER_DAY
             pending = self._pending.get(link_id)
             if pending is None:
                 pending = self._pending[link_id] = PendingClicks()
             if not already_counted:
                 pending.clicks += 1
-                pending.last_clicked_at = at
-            pending.per_day[at.date()] += 1
-        self._ensure_flusher()
+                if pending.last_clicked is None or moment > pending.last_clicked:
+                    pending.last_clicked = moment
+            pending.per_day[self._day] += 1
+        if self._thread is None:
+            self._ensure_flusher()
 
     def flush(self) -> int:
         """Write the tally to the database; returns the clicks it took from the
@@ -158,7 +171,11 @@ def _write_batch(batch: dict[int, PendingClicks]) -> None:
     # In key order, so the B-tree pages are visited once each, in sequence
     # (measured: about a third faster for batches spread over many links).
     ordered = sorted(batch.items())
-    counted = [(link_id, p.clicks, as_db_datetime(p.last_clicked_at)) for link_id, p in ordered if p.clicks]
+    counted = [
+        (link_id, p.clicks, as_db_datetime(datetime.fromtimestamp(p.last_clicked, UTC)))
+        for link_id, p in ordered
+        if p.clicks
+    ]
     daily_rows = [(day.isoformat(), n, link_id) for link_id, p in ordered for day, n in p.per_day.items()]
     with transaction.atomic(), connection.cursor() as cursor:
         if connection.vendor == "sqlite":

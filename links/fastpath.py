@@ -58,53 +58,66 @@ from links.visitors import is_counted_visit
 logger = logging.getLogger(__name__)
 
 SLUG_PATH = re.compile(r"/([A-Za-z0-9_-]{1,64})")
-COMMON_HEADERS = [
+COMMON_HEADERS = (
     (b"cache-control", b"no-store"),
     (b"referrer-policy", b"same-origin"),
     (b"x-content-type-options", b"nosniff"),
-]
-EMPTY_BODY_MESSAGE = {"type": "http.response.body", "body": b""}
+)
 # A full redirect cache drops its oldest-inserted 1/EVICTED_SHARE of entries.
 EVICTED_SHARE = 16
 # Hosts seen are remembered (allowed or not) up to this many.
 MAX_REMEMBERED_HOSTS = 1024
 
 
-def _error_messages(message: str, status: int) -> tuple[dict, dict]:
-    """The ASGI messages of Django's own response for this error: the same bytes."""
-    body = error_response(message, status=status).content
-    start = {
-        "type": "http.response.start",
-        "status": status,
-        "headers": [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            *COMMON_HEADERS,
-        ],
-    }
-    return start, {"type": "http.response.body", "body": body}
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A whole response of the fast path: sent as two ASGI messages, or written
+    straight to the connection by links.protocol."""
+
+    status: int
+    headers: tuple[tuple[bytes, bytes], ...]
+    body: bytes = b""
+    complete = True  # not a Miss
+
+    def asgi_messages(self) -> tuple[dict, dict]:
+        start = {"type": "http.response.start", "status": self.status, "headers": list(self.headers)}
+        return start, {"type": "http.response.body", "body": self.body}
 
 
-def _page_messages(message: str, status: int) -> tuple[dict, dict]:
-    """The ASGI messages of Django's page for this error (a browser's answer)."""
+def _body_answer(status: int, content_type: str, body: bytes) -> Answer:
+    headers = (
+        (b"content-type", content_type.encode("latin-1")),
+        (b"content-length", str(len(body)).encode()),
+        *COMMON_HEADERS,
+    )
+    return Answer(status=status, headers=headers, body=body)
+
+
+def _error_answer(message: str, status: int) -> Answer:
+    """Django's own response for this error: the same bytes."""
+    return _body_answer(status, "application/json", error_response(message, status=status).content)
+
+
+def _page_answer(message: str, status: int) -> Answer:
+    """Django's page for this error (a browser's answer)."""
     page = visitor_error_page(status=status, message=message)
-    start = {
-        "type": "http.response.start",
-        "status": status,
-        "headers": [
-            (b"content-type", page["Content-Type"].encode("latin-1")),
-            (b"content-length", str(len(page.content)).encode()),
-            *COMMON_HEADERS,
-        ],
-    }
-    return start, {"type": "http.response.body", "body": page.content}
+    return _body_answer(status, page["Content-Type"], page.content)
+
+
+def redirect_answer(location: bytes) -> Answer:
+    return Answer(status=308, headers=((b"location", location), (b"content-length", b"0"), *COMMON_HEADERS))
+
+
+def _header(scope, wanted: bytes) -> bytes | None:
+    for name, value in scope["headers"]:
+        if name == wanted:
+            return value
+    return None
 
 
 def _accept_header(scope) -> str | None:
-    for name, value in scope["headers"]:
-        if name == b"accept":
-            return value.decode("latin-1")
-    return None
+    accept = _header(scope, b"accept")
+    return None if accept is None else accept.decode("latin-1")
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +126,15 @@ class CachedLink:
     location: bytes
     # Seconds since the epoch after which this answer no longer holds (expiry).
     valid_until: float
+
+
+@dataclass(frozen=True, slots=True)
+class Miss:
+    """A slug not in the cache, to be read from the database under `version`."""
+
+    slug: str
+    version: int
+    complete = False  # not an Answer yet
 
 
 # A cached answer that this module does not give: Django decides.
@@ -143,6 +165,7 @@ class SQLiteLinks:
     def __init__(self, path: Path):
         self.path = Path(path)
         self._connection: sqlite3.Connection | None = None
+        self._cursor: sqlite3.Cursor | None = None
         self._data_version: int | None = None
         self._version: int | None = None
 
@@ -158,10 +181,13 @@ class SQLiteLinks:
     def version(self) -> int:
         """The links version now. Asked before a lookup, so that an entry is
         never filed under a version newer than its row."""
-        database = self._database()
-        (data_version,) = database.execute("PRAGMA data_version").fetchone()
+        if self._cursor is None:
+            # One cursor kept for this question, asked on every request: a
+            # third cheaper than a new cursor each time (docs/performance.md).
+            self._cursor = self._database().cursor()
+        (data_version,) = self._cursor.execute("PRAGMA data_version").fetchone()
         if data_version != self._data_version:
-            (self._version,) = database.execute(VERSION_QUERY).fetchone()
+            (self._version,) = self._cursor.execute(VERSION_QUERY).fetchone()
             self._data_version = data_version
         return self._version
 
@@ -177,7 +203,7 @@ class SQLiteLinks:
     def reset(self) -> None:
         if self._connection is not None:
             self._connection.close()
-        self._connection = self._data_version = self._version = None
+        self._connection = self._cursor = self._data_version = self._version = None
 
     close = reset
 
@@ -289,9 +315,9 @@ class RedirectFastPath:
         # The links version the cache was filled under.
         self._version: int | None = None
         self._hosts: dict[bytes, bool] = {}
-        self._not_found = _error_messages(URL_NOT_FOUND, 404)
-        self._not_found_page = _page_messages(URL_NOT_FOUND, 404)
-        self._bad_host = _error_messages(INVALID_HOST, 400)
+        self._not_found = _error_answer(URL_NOT_FOUND, 404)
+        self._not_found_page = _page_answer(URL_NOT_FOUND, 404)
+        self._bad_host = _error_answer(INVALID_HOST, 400)
 
     @classmethod
     def from_settings(cls) -> "RedirectFastPath":
@@ -317,8 +343,10 @@ class RedirectFastPath:
         # workers): Django's view does that. Checked first, and the status on a
         # plain tuple, not a model instance: building a Link was most of a
         # miss's cost (docs/performance.md, 2026-11-29). Unlimited, so no
-        # rule reads its clicks.
-        if max_clicks is not None or not url.isascii():
+        # rule reads its clicks. A URL that is not plain printable ASCII (a row
+        # written around the model's validation) is Django's to answer: the
+        # location goes into the response's bytes as it is (links.protocol).
+        if max_clicks is not None or not (url.isascii() and url.isprintable()):
             return DELEGATE
         state = LinkState(is_active=is_active, expires_at=expires_at, max_clicks=None, clicks=0)
         if status_of(link=state) != LinkStatus.ACTIVE:
@@ -326,36 +354,58 @@ class RedirectFastPath:
         valid_until = expires_at.timestamp() if expires_at is not None else NEVER
         return CachedLink(link_id=link_id, location=url.encode("ascii"), valid_until=valid_until)
 
+    def _cached(self, slug: str) -> CachedLink | Miss | None:
+        """The cached answer for `slug`, or a Miss to be read from the database.
+        Asks for the links version first, so that an entry is never filed under
+        a version newer than its row."""
+        version = self.links.version()
+        if version != self._version:
+            self._cache.clear()
+            self._version = version
+        try:
+            return self._cache[slug]
+        except KeyError:
+            return Miss(slug=slug, version=version)
+
+    def _remember(self, miss: Miss, row: tuple | None) -> CachedLink | None:
+        entry = self._answer(row)
+        # Kept only if no change arrived while the row was read.
+        if entry is not None and self.links.version() == miss.version:
+            # "No such link" is not cached, so creating a link invalidates nothing.
+            if len(self._cache) >= self.max_entries:
+                self._evict_oldest()
+            self._cache[miss.slug] = entry
+        return entry
+
+    def _database_failed(self) -> CachedLink:
+        """No schema yet, a locked, missing or unreachable database: nothing
+        cached can be trusted, and Django answers properly."""
+        self._cache.clear()
+        self._version = None
+        self.links.reset()
+        return DELEGATE
+
+    def _lookup_now(self, slug: str) -> CachedLink | Miss | None:
+        """The answer for `slug` without waiting: from the cache, or read in
+        place from a database that does not block (SQLite); a Miss otherwise."""
+        try:
+            found = self._cached(slug)
+            if isinstance(found, Miss) and not self.links.blocking:
+                return self._remember(found, self.links.load(slug))
+            return found
+        except DATABASE_ERRORS:
+            return self._database_failed()
+
+    async def _load_in_thread(self, miss: Miss) -> CachedLink | None:
+        try:
+            return self._remember(miss, await asyncio.to_thread(self.links.load, miss.slug))
+        except DATABASE_ERRORS:
+            return self._database_failed()
+
     async def lookup(self, slug: str) -> CachedLink | None:
         """The answer for `slug`: a link, None (no such link) or DELEGATE."""
-        try:
-            version = self.links.version()
-            if version != self._version:
-                self._cache.clear()
-                self._version = version
-            try:
-                return self._cache[slug]
-            except KeyError:
-                pass
-            if self.links.blocking:
-                row = await asyncio.to_thread(self.links.load, slug)
-            else:
-                row = self.links.load(slug)
-            entry = self._answer(row)
-            # Kept only if no change arrived while the row was read.
-            if entry is not None and self.links.version() == version:
-                # "No such link" is not cached, so creating a link invalidates nothing.
-                if len(self._cache) >= self.max_entries:
-                    self._evict_oldest()
-                self._cache[slug] = entry
-            return entry
-        except DATABASE_ERRORS:
-            # No schema yet, a locked, missing or unreachable database: nothing
-            # cached can be trusted, and Django answers properly.
-            self._cache.clear()
-            self._version = None
-            self.links.reset()
-            return DELEGATE
+        found = self._lookup_now(slug)
+        return await self._load_in_thread(found) if isinstance(found, Miss) else found
 
     def _evict_oldest(self) -> None:
         """Make room in a full cache by dropping the oldest-inserted 1/16 of it
@@ -379,52 +429,54 @@ class RedirectFastPath:
             self._hosts[host] = allowed
         return allowed
 
-    async def handle(self, scope, send) -> bool:
-        """Answer the request if it is a plain redirect or an unknown slug;
-        False leaves it to Django."""
+    def answer_now(self, scope) -> Answer | Miss | None:
+        """The answer to a plain redirect or an unknown slug, counting its click;
+        a Miss when the link must first be read in a thread (PostgreSQL); None
+        leaves the request to Django."""
         match = SLUG_PATH.fullmatch(scope["path"])
         if match is None or scope["method"] not in ("GET", "HEAD"):
-            return False
+            return None
         host = None
         user_agent = b""
         for name, value in scope["headers"]:
             if name == b"host":
                 if host is not None:
-                    return False  # two Host headers: Django refuses them its own way
+                    return None  # two Host headers: Django refuses them its own way
                 host = value
             elif name == b"user-agent":
                 user_agent = value
         if host is None:
-            return False
+            return None
         if not self.host_allowed(host):
-            await self._send(send, self._bad_host)
-            return True
+            return self._bad_host
         slug = match.group(1)
         if slug.lower() in RESERVED_SLUGS:
-            return False  # a path of the site's own, such as /healthz
-        entry = await self.lookup(slug)
+            return None  # a path of the site's own, such as /healthz
+        entry = self._lookup_now(slug)
+        if isinstance(entry, Miss):
+            return entry
+        return self._answer_for(scope, entry, user_agent)
+
+    def _answer_for(self, scope, entry: CachedLink | None, user_agent: bytes) -> Answer | None:
         if entry is None:
             # Which answer, by links.negotiation's rule: read only here, so the
             # redirects and curl's requests do no more work than before.
-            page = prefers_html(_accept_header(scope))
-            await self._send(send, self._not_found_page if page else self._not_found)
-            return True
+            return self._not_found_page if prefers_html(_accept_header(scope)) else self._not_found
         if entry is DELEGATE or entry.valid_until <= time.time():
-            return False
+            return None
         if is_counted_visit(method=scope["method"], user_agent=user_agent.decode("latin-1")):
             click_counter.record(entry.link_id)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 308,
-                "headers": [(b"location", entry.location), (b"content-length", b"0"), *COMMON_HEADERS],
-            }
-        )
-        await send(EMPTY_BODY_MESSAGE)
-        return True
+        return redirect_answer(entry.location)
 
-    @staticmethod
-    async def _send(send, messages: tuple[dict, dict]) -> None:
-        start, body = messages
+    async def handle(self, scope, send) -> bool:
+        """The ASGI way to answer_now: False leaves the request to Django."""
+        answer = self.answer_now(scope)
+        if isinstance(answer, Miss):
+            entry = await self._load_in_thread(answer)
+            answer = self._answer_for(scope, entry, _header(scope, b"user-agent") or b"")
+        if answer is None:
+            return False
+        start, body = answer.asgi_messages()
         await send(start)
         await send(body)
+        return True

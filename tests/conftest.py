@@ -115,12 +115,17 @@ def query_database(env: dict, sql: str, params: tuple = ()) -> list[tuple]:
         return connection.execute(sql.replace("%s", "?"), params).fetchall()
 
 
+# As in production (docker/app.Dockerfile).
+PRODUCTION_HTTP_PROTOCOL = "links.protocol:FastRedirectProtocol"
+
+
 @contextmanager
 def running_site(
-    data_dir: Path, *, workers: int = 2, **extra_env: str
+    data_dir: Path, *, workers: int = 2, http: str = PRODUCTION_HTTP_PROTOCOL, **extra_env: str
 ) -> Iterator[tuple[LiveSite, subprocess.Popen]]:
     """The site served by uvicorn on a fresh SQLite file: separate worker
-    processes, real sockets, nothing shared with the test process."""
+    processes, real sockets, nothing shared with the test process. `http` is
+    uvicorn's --http: production's protocol unless a test compares another."""
     env = site_env(data_dir, **extra_env)
     site = LiveSite(base_url="", data_dir=data_dir, env=env)
     site.manage("migrate", "--noinput", "-v0")
@@ -139,6 +144,8 @@ def running_site(
             "--workers",
             str(workers),
             "--no-access-log",
+            "--http",
+            http,
         ],
         cwd=PROJECT_DIR,
         env=env,

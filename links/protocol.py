@@ -1,0 +1,72 @@
+"""uvicorn's HTTP protocol with the redirect fast path answered in place.
+
+    uvicorn shortener_site.asgi:application --http links.protocol:FastRedirectProtocol
+
+uvicorn runs every request as an asyncio task that calls the ASGI application,
+whose two `send` messages it checks and turns into bytes. For a redirect that
+was most of a worker's time (docs/performance.md). This protocol asks the fast
+path (links.fastpath) as soon as a request's headers are read: the same rules,
+the same answers and clicks, but written straight to the connection with no
+task. Whatever the fast path does not answer at once (Django's requests, a
+PostgreSQL miss) goes the usual ASGI way, through the same application.
+"""
+
+from typing import TYPE_CHECKING
+
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+if TYPE_CHECKING:
+    # uvicorn imports this module before the application, that is before
+    # Django's settings: links.fastpath is imported with the application.
+    from links.fastpath import Answer, RedirectFastPath
+
+
+def fast_path_of(app) -> "RedirectFastPath | None":
+    """The fast path of the application uvicorn serves, under the middleware
+    uvicorn wraps around it (proxy headers), each of which keeps it as `.app`."""
+    while app is not None:
+        fast_path = getattr(app, "fast_path", None)
+        if fast_path is not None:
+            return fast_path
+        app = getattr(app, "app", None)
+    return None
+
+
+class FastRedirectProtocol(HttpToolsProtocol):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # uvicorn's access log would miss the requests answered here: with it on,
+        # every request goes the ASGI way.
+        self.fast_path = None if self.access_log else fast_path_of(self.app)
+
+    def _start_asgi_task(self, cycle, app) -> None:
+        # Called with a request's headers read, in order (a pipelined request
+        # only once the one before it is answered). `app` is not the
+        # application when uvicorn answers 503 itself (limit_concurrency).
+        answer = None
+        if self.fast_path is not None and app is self.app and not cycle.waiting_for_100_continue:
+            answer = self.fast_path.answer_now(cycle.scope)
+        if answer is None or not answer.complete:
+            super()._start_asgi_task(cycle, app)
+            return
+        # What RequestResponseCycle.send does for a complete response.
+        cycle.response_started = cycle.response_complete = True
+        self.transport.write(
+            self._response_bytes(answer, head=cycle.scope["method"] == "HEAD", close=not cycle.keep_alive)
+        )
+        cycle.message_event.set()
+        if not cycle.keep_alive:
+            self.transport.close()
+        cycle.on_response()
+
+    def _response_bytes(self, answer: "Answer", *, head: bool, close: bool) -> bytes:
+        content = [STATUS_LINE[answer.status]]
+        # The Date header (uvicorn's, refreshed every second), as on every other answer.
+        for name, value in (*self.server_state.default_headers, *answer.headers):
+            content += (name, b": ", value, b"\r\n")
+        if close:
+            content.append(b"connection: close\r\n")
+        content.append(b"\r\n")
+        if not head:
+            content.append(answer.body)
+        return b"".join(content)

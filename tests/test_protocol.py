@@ -1,0 +1,221 @@
+"""links.protocol: uvicorn's HTTP protocol answering the fast path in place.
+
+Two ways of showing it. Through real sockets, the site under the production
+protocol answers byte for byte what uvicorn's own protocol answers on the same
+database (the Date header aside), for every kind of request the fast path
+meets, one by one and pipelined on one connection. In-process, an observer
+between uvicorn and the site's application shows which requests were answered
+in place (never reaching the application) and that their clicks are counted.
+"""
+
+import asyncio
+import re
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import httpx
+import pytest
+import uvicorn
+
+from links.asgi import ShortenerApplication
+from links.clicks import click_counter
+from links.fastpath import RedirectFastPath
+from links.models import Link, LinkTableVersion
+from links.protocol import FastRedirectProtocol
+from links.services import shorten_url
+from tests.conftest import PRODUCTION_HTTP_PROTOCOL, running_site
+from tests.project import BROWSER_USER_AGENT, PROJECT_DIR, free_port
+
+DATE_HEADER = re.compile(rb"\r\ndate: [^\r]*", re.IGNORECASE)
+
+
+def exchange(base_url: str, requests: list[bytes]) -> bytes:
+    """Send `requests` in one write on one connection (pipelined when more
+    than one); the last asks the server to close. All the bytes it answered."""
+    host, port = base_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(b"".join(requests))
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    return DATE_HEADER.sub(b"", received)
+
+
+def request(
+    method: str, path: str, *, host: str = "127.0.0.1", close: bool = False, extra: str = ""
+) -> bytes:
+    lines = [
+        f"{method} {path} HTTP/1.1",
+        f"Host: {host}",
+        f"User-Agent: {BROWSER_USER_AGENT}",
+        *extra.splitlines(),
+    ]
+    if close:
+        lines.append("Connection: close")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+@pytest.fixture(scope="module")
+def sites(tmp_path_factory):
+    """The production protocol and uvicorn's own, serving one database."""
+    data = tmp_path_factory.mktemp("protocol")
+    with (
+        running_site(data, workers=1) as (fast, _),
+        running_site(data, workers=1, http="httptools") as (plain, _),
+    ):
+        yield fast, plain
+
+
+@pytest.fixture(scope="module")
+def slugs(sites) -> dict[str, str]:
+    fast, _plain = sites
+    made = {}
+    for name, fields in {"plain": {}, "limited": {"max_clicks": 100}, "expired": {}}.items():
+        response = httpx.post(
+            fast.base_url + "/", json={"url": f"https://example.com/protocol/{name}", **fields}
+        )
+        assert response.status_code == 201, response.text
+        made[name] = response.json()["short_slug"]
+    # The API takes only future expiries.
+    fast.query("UPDATE links_link SET expires_at = '2000-01-01 00:00:00' WHERE slug = %s", (made["expired"],))
+    return made
+
+
+CASES = {
+    "redirect": lambda s: [request("GET", f"/{s['plain']}", close=True)],
+    "redirect to HEAD": lambda s: [request("HEAD", f"/{s['plain']}", close=True)],
+    "unknown slug, JSON": lambda s: [request("GET", "/no-such-link", close=True)],
+    "unknown slug, a browser's page": lambda s: [
+        request("GET", "/no-such-link", close=True, extra="Accept: text/html,application/xhtml+xml")
+    ],
+    "a Host the site does not serve": lambda s: [
+        request("GET", f"/{s['plain']}", host="evil.example", close=True)
+    ],
+    "a limited link (Django's)": lambda s: [request("GET", f"/{s['limited']}", close=True)],
+    "an expired link (Django's)": lambda s: [request("GET", f"/{s['expired']}", close=True)],
+    "a reserved path": lambda s: [request("GET", "/healthz", close=True)],
+    "Expect: 100-continue": lambda s: [
+        request("GET", f"/{s['plain']}", close=True, extra="Expect: 100-continue")
+    ],
+    "HTTP/1.0, no keep-alive": lambda s: [f"GET /{s['plain']} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n".encode()],
+    "pipelined on one connection": lambda s: [
+        request("GET", f"/{s['plain']}"),
+        request("GET", "/no-such-link"),
+        request("GET", f"/{s['limited']}"),
+        request("HEAD", f"/{s['plain']}"),
+        request("GET", f"/{s['plain']}", close=True),
+    ],
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_the_production_protocol_answers_the_same_bytes_as_uvicorns_own(sites, slugs, case):
+    fast, plain = sites
+    requests = CASES[case](slugs)
+    answered = exchange(fast.base_url, requests)
+    assert answered == exchange(plain.base_url, requests)
+    # Each request answered once, in order, and nothing more.
+    assert answered.count(b"HTTP/1.1 ") == len(requests)
+
+
+def test_answers_carry_uvicorns_date_header(sites, slugs):
+    fast, _plain = sites
+    response = httpx.get(f"{fast.base_url}/{slugs['plain']}", headers={"User-Agent": BROWSER_USER_AGENT})
+    assert response.status_code == 308
+    assert re.fullmatch(r"\w{3}, \d\d \w{3} \d{4} \d\d:\d\d:\d\d GMT", response.headers["date"])
+
+
+def test_a_keep_alive_connection_sees_a_disabled_link_at_once(sites, slugs):
+    fast, _plain = sites
+    slug = httpx.post(fast.base_url + "/", json={"url": "https://example.com/protocol/disabled"}).json()[
+        "short_slug"
+    ]
+    with httpx.Client(base_url=fast.base_url) as client:
+        assert client.get(f"/{slug}").status_code == 308
+        fast.query("UPDATE links_link SET is_active = 0 WHERE slug = %s", (slug,))
+        # The same connection, the next request.
+        assert client.get(f"/{slug}").status_code == 404
+
+
+def test_the_image_serves_with_the_protocol_the_tests_run():
+    dockerfile = (PROJECT_DIR / "docker" / "app.Dockerfile").read_text()
+    assert f'"--http", "{PRODUCTION_HTTP_PROTOCOL}"' in dockerfile
+
+
+class RequestsSeen:
+    """What uvicorn is given to serve: the site's application behind an
+    observer that notes each HTTP request reaching it the ASGI way. uvicorn's
+    own middleware keeps its application as `.app`, and so does this."""
+
+    def __init__(self, app):
+        self.app = app
+        self.paths: list[str] = []
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            self.paths.append(scope["path"])
+        await self.app(scope, receive, send)
+
+
+@contextmanager
+def serving(app) -> Iterator[str]:
+    """uvicorn with the production protocol, in this process, on a thread."""
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=free_port(),
+        http=FastRedirectProtocol,
+        lifespan="off",
+        # As in production: with uvicorn's access log on, every request would
+        # go the ASGI way so that none is missing from it.
+        access_log=False,
+        log_level="warning",
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{config.port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_plain_redirects_are_answered_in_place_and_counted():
+    from shortener_site.asgi import django_application
+
+    LinkTableVersion.objects.get_or_create(pk=1)
+    link, _ = shorten_url(url="https://example.com/in-place", slug="in-place")
+    fast_path = RedirectFastPath.from_settings()
+    seen = RequestsSeen(ShortenerApplication(django_application, fast_path=fast_path))
+    click_counter.flush()
+    try:
+        with serving(seen) as base_url, httpx.Client(base_url=base_url) as client:
+            browser = {"User-Agent": BROWSER_USER_AGENT}
+            answers = [client.get("/in-place", headers=browser) for _ in range(3)]
+            unknown = client.get("/no-such-link")
+            healthz = client.get("/healthz")
+    finally:
+        asyncio.run(asyncio.to_thread(fast_path.close))
+    assert [(a.status_code, a.headers["location"]) for a in answers] == [
+        (308, "https://example.com/in-place")
+    ] * 3
+    assert unknown.status_code == 404 and unknown.json() == {"error": "URL not found"}
+    assert healthz.status_code == 200
+    if fast_path.links.blocking:
+        # PostgreSQL: a miss is read in a thread, so it goes the ASGI way (the
+        # first redirect, and an unknown slug, never cached); a hit does not.
+        assert seen.paths == ["/in-place", "/no-such-link", "/healthz"]
+    else:
+        # SQLite is read in place: only Django's request reached the application.
+        assert seen.paths == ["/healthz"]
+    click_counter.flush()
+    assert Link.objects.get(pk=link.pk).clicks == 3
