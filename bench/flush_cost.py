@@ -3,8 +3,9 @@ LINKS links seeded by `manage.py seed_links`: a batch of BATCH clicks (a second
 of a busy worker's redirects) over uniformly random links and over a Zipf mix
 (s = 1.1), written by each variant of the flush SQL in turn, interleaved in one
 run, each on its own copy of the seeded file. Every flush is timed whole:
-statements, commit and the WAL checkpoint the commit may run. Read the times
-as ratios within one run.
+statements, commit and the WAL checkpoint the commit may run; a thread beside
+the flush notes the longest it was kept waiting for the interpreter lock (what
+a worker's event loop suffers). Read the times as ratios within one run.
 
     DJANGO_DEBUG=1 .venv/bin/python bench/flush_cost.py [--links 1000000] [--batch 8000]
 
@@ -20,6 +21,7 @@ import sqlite3
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import zlib
 from datetime import UTC, datetime, timedelta
@@ -99,12 +101,47 @@ def flush_counters(db, counters, daily):
 
     ids = json.dumps([link_id for _, _, link_id in counters])
     present = {link_id for (link_id,) in db.execute(COUNTERS_PRESENT.replace("%s", "?"), (ids,))}
-    db.executemany(
-        COUNTER_UPDATE.replace("%s", "?"),
-        [(n, at, at, link_id) for n, at, link_id in counters if link_id in present],
-    )
+    updates = [(n, at, at, link_id) for n, at, link_id in counters if link_id in present]
+    db.executemany(COUNTER_UPDATE.replace("%s", "?"), updates)
     db.executemany(COUNTER_INSERT.replace("%s", "?"), [c for c in counters if c[2] not in present])
     db.executemany(DAILY_UPSERT.replace("%s", "?"), daily)
+
+
+# Tried and dropped (docs/performance.md, 2026-11-29 afternoon): the batch as one
+# JSON array per statement, walked by SQLite, so that the flush's thread binds no
+# row under the interpreter lock. Neither faster nor a shorter stall.
+COUNTERS_UPDATE_FROM_BATCH = (
+    "UPDATE links_linkclicks SET clicks = links_linkclicks.clicks + batch.clicks, "
+    "last_clicked_at = CASE WHEN links_linkclicks.last_clicked_at IS NULL "
+    "OR links_linkclicks.last_clicked_at < batch.at THEN batch.at ELSE links_linkclicks.last_clicked_at END "
+    "FROM (SELECT value ->> 0 AS link_id, value ->> 1 AS clicks, value ->> 2 AS at "
+    "FROM json_each(?)) AS batch "
+    "WHERE links_linkclicks.link_id = batch.link_id"
+)
+COUNTERS_INSERT_FROM_BATCH = (
+    "INSERT INTO links_linkclicks (link_id, clicks, last_clicked_at) "
+    "SELECT batch.link_id, batch.clicks, batch.at "
+    "FROM (SELECT value ->> 0 AS link_id, value ->> 1 AS clicks, value ->> 2 AS at "
+    "FROM json_each(?)) AS batch "
+    "JOIN links_link ON links_link.id = batch.link_id "
+    "WHERE NOT EXISTS (SELECT 1 FROM links_linkclicks WHERE links_linkclicks.link_id = batch.link_id)"
+)
+DAILY_UPSERT_FROM_BATCH = (
+    "INSERT INTO links_dailyclicks (link_id, day, count) "
+    "SELECT batch.link_id, batch.day, batch.count "
+    "FROM (SELECT value ->> 0 AS link_id, value ->> 1 AS day, value ->> 2 AS count "
+    "FROM json_each(?)) AS batch "
+    "JOIN links_linkclicks ON links_linkclicks.link_id = batch.link_id "
+    # "WHERE true": SQLite's parser needs a WHERE before ON CONFLICT after a join.
+    "WHERE true ON CONFLICT (link_id, day) DO UPDATE SET count = links_dailyclicks.count + excluded.count"
+)
+
+
+def flush_counters_json_batch(db, counters, daily):
+    counted = json.dumps([(link_id, n, at) for n, at, link_id in counters])
+    db.execute(COUNTERS_UPDATE_FROM_BATCH, (counted,))
+    db.execute(COUNTERS_INSERT_FROM_BATCH, (counted,))
+    db.execute(DAILY_UPSERT_FROM_BATCH, (json.dumps([(link_id, day, n) for day, n, link_id in daily]),))
 
 
 def flush_counters_upsert(db, counters, daily):
@@ -122,6 +159,12 @@ VARIANTS = {
     "  of which the daily rows": (WIDE_COLUMNS, (), flush_wide_daily_only),
     "counters table (kept), every link has a row": (EVERY_LINK_COUNTED, (), flush_counters),
     "counters table (kept), first clicks": ((), (), flush_counters),
+    "counters, JSON batch (dropped), every link has a row": (
+        EVERY_LINK_COUNTED,
+        (),
+        flush_counters_json_batch,
+    ),
+    "counters, JSON batch (dropped), first clicks": ((), (), flush_counters_json_batch),
     "counters, bigint key + upsert (dropped), every link has a row": (
         BIGINT_KEY + EVERY_LINK_COUNTED,
         (),
@@ -133,9 +176,10 @@ VARIANTS = {
 def seeded_file(data: Path, links: int) -> Path:
     """A migrated SQLite file with `links` links from `manage.py seed_links`, made once per DIR."""
     seeded = data / f"seeded-{links}.sqlite3"
+    # The flush variants import links.clicks, which reads the settings.
+    setup_django(database=data / "seeding.sqlite3")
     if seeded.exists():
         return seeded
-    setup_django(database=data / "seeding.sqlite3")
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
@@ -183,16 +227,43 @@ def prepare(seeded: Path, work: Path, name: str) -> sqlite3.Connection:
     return db
 
 
-def time_flushes(db, flush, batches) -> list[float]:
-    """Milliseconds per flush, each in its own IMMEDIATE transaction (as Django's)."""
+class StallMeter:
+    """A thread that asks to run every millisecond, as a worker's event loop
+    does while redirects arrive: the longest it waited past its millisecond is
+    how long a flush on another thread kept the interpreter lock from it."""
+
+    def __init__(self):
+        self.longest = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            started = time.perf_counter()
+            time.sleep(0.001)
+            self.longest = max(self.longest, time.perf_counter() - started - 0.001)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def time_flushes(db, flush, batches) -> tuple[list[float], float]:
+    """Milliseconds per flush, each in its own IMMEDIATE transaction (as Django's),
+    and the longest stall (ms) of a thread beside them."""
     times = []
-    for counters, daily in batches:
-        started = time.perf_counter()
-        db.execute("BEGIN IMMEDIATE")
-        flush(db, counters, daily)
-        db.execute("COMMIT")
-        times.append((time.perf_counter() - started) * 1000)
-    return times
+    with StallMeter() as stalls:
+        for counters, daily in batches:
+            started = time.perf_counter()
+            db.execute("BEGIN IMMEDIATE")
+            flush(db, counters, daily)
+            db.execute("COMMIT")
+            times.append((time.perf_counter() - started) * 1000)
+    return times, stalls.longest * 1000
 
 
 def main() -> None:
@@ -224,8 +295,8 @@ def main() -> None:
     work = data / "work"
     work.mkdir(exist_ok=True)
     print(f"{args.links} links, {args.batch} clicks a flush, {args.flushes} flushes a row")
-    print("| mix | variant | round | median ms | mean ms | links in a batch |")
-    print("| --- | --- | ---: | ---: | ---: | ---: |")
+    print("| mix | variant | round | median ms | mean ms | longest stall ms | links in a batch |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
     for round_ in range(1, args.rounds + 1):
         for mix, trace in mixes.items():
             batches = [
@@ -236,12 +307,12 @@ def main() -> None:
             for name in names:
                 db = prepare(seeded, work, name)
                 try:
-                    times = time_flushes(db, VARIANTS[name][2], batches)
+                    times, longest_stall = time_flushes(db, VARIANTS[name][2], batches)
                 finally:
                     db.close()
                 print(
                     f"| {mix} | {name} | {round_} | {statistics.median(times):.1f} | "
-                    f"{statistics.mean(times):.1f} | {distinct:.0f} |",
+                    f"{statistics.mean(times):.1f} | {longest_stall:.1f} | {distinct:.0f} |",
                     flush=True,
                 )
     if not args.data:
