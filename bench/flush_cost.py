@@ -30,14 +30,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.inprocess import setup_django
 
-# The PRAGMAs of the site's own connections (shortener_site/settings.py).
-SITE_PRAGMAS = (
-    "PRAGMA journal_mode=WAL",
-    "PRAGMA synchronous=NORMAL",
-    "PRAGMA foreign_keys=ON",
-    "PRAGMA cache_size=-20000",
-    "PRAGMA mmap_size=134217728",
-)
+
+def site_pragmas() -> list[str]:
+    """The PRAGMAs of the site's own connections (shortener_site/settings.py)."""
+    from django.conf import settings
+
+    init_command = settings.DATABASES["default"]["OPTIONS"]["init_command"]
+    return [pragma for pragma in init_command.split(";") if pragma.strip()]
+
 
 # The flush before issue 15's session of 2026-11-29: increments on the wide link rows.
 WIDE_LINK_UPDATE = (
@@ -222,7 +222,7 @@ def prepare(seeded: Path, work: Path, name: str) -> sqlite3.Connection:
         Path(f"{path}{suffix}").unlink(missing_ok=True)
     shutil.copyfile(base_file(seeded, setup), path)
     db = sqlite3.connect(path, isolation_level=None)
-    for pragma in (*SITE_PRAGMAS, *pragmas):
+    for pragma in (*site_pragmas(), *pragmas):
         db.execute(pragma)
     return db
 

@@ -123,7 +123,7 @@ run_group "container stacks and the deploy kit (skipped where no Docker engine r
 # on loopback (Debian's package), its own database for each live site.
 DATABASE_SUITES=(
   tests/test_api_contract.py tests/test_link_management.py tests/test_admin.py
-  tests/test_hostile_input.py tests/test_redirect_cache.py tests/test_fast_path.py
+  tests/test_hostile_input.py tests/test_redirect_cache.py tests/test_fast_path.py tests/test_protocol.py tests/test_clicks.py
   tests/test_live_server.py tests/test_throttle.py tests/test_schemathesis.py tests/test_browser.py
 )
 # SHORTENER_TESTS_ON_POSTGRES=0 skips this pass (CI's fresh-container run: the host run has it).

@@ -145,7 +145,7 @@ else:
                     "PRAGMA journal_mode=WAL;"
                     "PRAGMA synchronous=NORMAL;"
                     "PRAGMA foreign_keys=ON;"
-                    "PRAGMA cache_size=-20000;"
+                    "PRAGMA cache_size=-4000;"
                     "PRAGMA mmap_size=134217728;"
                 ),
             },

@@ -4,7 +4,6 @@ PostgreSQL: within the bound its design gives, below). Each request is traced
 to the worker process that accepted its connection, so "every worker" is
 shown, not assumed."""
 
-import os
 import re
 import time
 from datetime import UTC, datetime, timedelta
@@ -12,19 +11,12 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
-from links.fastpath import VERSION_POLL_SECONDS
-from tests.conftest import running_site
+from tests.conftest import SETTLE_SECONDS, running_site
 from tests.workers import BROWSER, traced_request, workers
 
 # Each worker must answer at least this many requests of every check.
 PER_WORKER = 4
 MAX_ATTEMPTS = 400
-# How long a committed change may take to reach every worker. SQLite: none, each
-# request asks PRAGMA data_version. PostgreSQL: the NOTIFY reaches each worker's
-# listening thread asynchronously (typically well under a millisecond, longer on
-# a loaded machine), and the version row is read every VERSION_POLL_SECONDS even
-# if a notification is lost: that is the bound docs/scaling.md gives.
-SETTLE_SECONDS = VERSION_POLL_SECONDS if os.environ.get("DATABASE_URL", "").startswith("postgres") else 0.0
 
 
 @pytest.fixture(scope="module")
