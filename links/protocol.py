@@ -41,10 +41,21 @@ class FastRedirectProtocol(HttpToolsProtocol):
 
     def _start_asgi_task(self, cycle, app) -> None:
         # Called with a request's headers read, in order (a pipelined request
-        # only once the one before it is answered). `app` is not the
-        # application when uvicorn answers 503 itself (limit_concurrency).
+        # only once the one before it is answered). The ASGI way, as uvicorn
+        # does it, when:
+        # - `app` is not the application (uvicorn answers 503 itself: limit_concurrency);
+        # - the client asked for 100-continue;
+        # - the client is not reading its answers (flow control waits for it);
+        # - pipelined requests are queued: answering here would start the next
+        #   one from inside this call, a recursion as deep as the queue.
         answer = None
-        if self.fast_path is not None and app is self.app and not cycle.waiting_for_100_continue:
+        if (
+            self.fast_path is not None
+            and app is self.app
+            and not cycle.waiting_for_100_continue
+            and not self.flow.write_paused
+            and not self.pipeline
+        ):
             answer = self.fast_path.answer_now(cycle.scope)
         if answer is None or not answer.complete:
             super()._start_asgi_task(cycle, app)

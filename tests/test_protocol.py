@@ -101,6 +101,12 @@ CASES = {
         request("GET", f"/{s['plain']}", close=True, extra="Expect: 100-continue")
     ],
     "HTTP/1.0, no keep-alive": lambda s: [f"GET /{s['plain']} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n".encode()],
+    # Queued behind Django's answer, then drained one after another.
+    "2,000 pipelined behind a request of Django's": lambda s: [
+        request("GET", "/healthz"),
+        *[request("GET", f"/{s['plain']}")] * 2000,
+        request("GET", "/no-such-link", close=True),
+    ],
     "pipelined on one connection": lambda s: [
         request("GET", f"/{s['plain']}"),
         request("GET", "/no-such-link"),
