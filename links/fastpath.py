@@ -1,7 +1,9 @@
 """The redirect fast path: `GET`/`HEAD /<slug>` answered without Django's stack.
 
 A shortener exists to redirect, so the hot path is kept to a dictionary lookup,
-a counter increment and one ASGI response. It answers only the plain cases:
+a counter increment and one response: written to the connection by uvicorn's
+protocol as soon as the headers are read (links.protocol, answer_now), or sent
+as ASGI messages (handle). It answers only the plain cases:
 
 - an active link without a click limit: 308 (the click is counted in memory
   by `links.clicks`), until its expiry;
