@@ -9,8 +9,13 @@ path (links.fastpath) as soon as a request's headers are read: the same rules,
 the same answers and clicks, but written straight to the connection with no
 task. Whatever the fast path does not answer at once (Django's requests, a
 PostgreSQL miss) goes the usual ASGI way, through the same application.
+
+One difference in what is counted: a click is counted when its answer is
+written. Requests pipelined by a client that then drops the connection are
+answered (and counted) here, where uvicorn would not have started their tasks.
 """
 
+import logging
 from typing import TYPE_CHECKING
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
@@ -19,6 +24,8 @@ if TYPE_CHECKING:
     # uvicorn imports this module before the application, that is before
     # Django's settings: links.fastpath is imported with the application.
     from links.fastpath import Answer, RedirectFastPath
+
+logger = logging.getLogger(__name__)
 
 
 def fast_path_of(app) -> "RedirectFastPath | None":
@@ -36,7 +43,7 @@ class FastRedirectProtocol(HttpToolsProtocol):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         # uvicorn's access log would miss the requests answered here: with it on,
-        # every request goes the ASGI way.
+        # every request goes the ASGI way. (So would its trace log of ASGI messages.)
         self.fast_path = None if self.access_log else fast_path_of(self.app)
 
     def _start_asgi_task(self, cycle, app) -> None:
@@ -56,8 +63,20 @@ class FastRedirectProtocol(HttpToolsProtocol):
             and not self.flow.write_paused
             and not self.pipeline
         ):
-            answer = self.fast_path.answer_now(cycle.scope)
+            try:
+                answer = self.fast_path.answer_now(cycle.scope)
+            except Exception:
+                # The ASGI way meets the same fault inside uvicorn's handling:
+                # a 500 and its traceback, against this request.
+                logger.exception("the redirect fast path failed in uvicorn's protocol")
+        # `complete`, not isinstance: links.fastpath is not imported here (above).
+        # A Miss (a PostgreSQL read in a thread) is answered the ASGI way, which
+        # asks the fast path again (the cache, the host) before reading.
         if answer is None or not answer.complete:
+            # An answer written here earlier in the same data_received armed the
+            # keep-alive timer after uvicorn had cancelled it: it must not run
+            # while this request's task does (uvicorn arms it only after a task).
+            self._unset_keepalive_if_required()
             super()._start_asgi_task(cycle, app)
             return
         # What RequestResponseCycle.send does for a complete response.
@@ -71,6 +90,8 @@ class FastRedirectProtocol(HttpToolsProtocol):
         cycle.on_response()
 
     def _response_bytes(self, answer: "Answer", *, head: bool, close: bool) -> bytes:
+        # Without uvicorn's check of each header value: the fast path gives a
+        # Location only for a URL of printable ASCII (RedirectFastPath._answer).
         content = [STATUS_LINE[answer.status]]
         # The Date header (uvicorn's, refreshed every second), as on every other answer.
         for name, value in (*self.server_state.default_headers, *answer.headers):

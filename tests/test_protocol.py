@@ -9,8 +9,11 @@ in place (never reaching the application) and that their clicks are counted.
 """
 
 import asyncio
+import json
+import os
 import re
 import socket
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -30,6 +33,7 @@ from tests.conftest import PRODUCTION_HTTP_PROTOCOL, SETTLE_SECONDS, running_sit
 from tests.project import BROWSER_USER_AGENT, PROJECT_DIR, free_port
 
 DATE_HEADER = re.compile(rb"\r\ndate: [^\r]*", re.IGNORECASE)
+ON_POSTGRES = os.environ.get("DATABASE_URL", "").startswith("postgres")
 
 
 def exchange(base_url: str, requests: list[bytes]) -> bytes:
@@ -148,6 +152,50 @@ def test_a_keep_alive_connection_sees_a_disabled_link_at_once(sites, slugs):
         while (status := client.get(f"/{slug}").status_code) == 308 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert status == 404
+
+
+@pytest.mark.skipif(ON_POSTGRES, reason="holds SQLite's write lock to make Django's answer slow")
+def test_a_slow_answer_pipelined_behind_a_redirect_outlasts_the_keep_alive_timeout(tmp_path):
+    """A redirect answered in place arms uvicorn's keep-alive timer; a request
+    pipelined behind it, answered by Django after that timeout, still gets its
+    answer (the timer closed the connection under it)."""
+    with running_site(tmp_path, workers=1, UVICORN_TIMEOUT_KEEP_ALIVE="1") as (site, _):
+        slug = httpx.post(site.base_url + "/", json={"url": "https://example.com/protocol/timer"}).json()[
+            "short_slug"
+        ]
+        body = json.dumps({"url": "https://example.com/protocol/after-the-timer"})
+        creation = (
+            "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n{body}"
+        ).encode()
+        writer = sqlite3.connect(site.env["SQLITE_PATH"], isolation_level=None, check_same_thread=False)
+        writer.execute("BEGIN IMMEDIATE")  # Django's insert waits for it (its busy timeout is 20 s)
+        commit = threading.Timer(2.5, writer.execute, ["COMMIT"])
+        commit.start()
+        answered = exchange(site.base_url, [request("GET", f"/{slug}"), creation])
+        commit.join()
+        writer.close()
+    assert answered.startswith(b"HTTP/1.1 308 ")
+    assert b"HTTP/1.1 201 Created" in answered
+
+
+@pytest.mark.skipif(ON_POSTGRES, reason="writes a date SQLite stores as text and PostgreSQL would refuse")
+def test_a_fault_in_the_fast_path_is_answered_as_uvicorns_own_protocol_answers_it(sites, slugs):
+    """A row the fast path cannot read (a date written around the model): the
+    same 500 as uvicorn's own protocol, for the right request, pipelined too."""
+    fast, plain = sites
+    fast.query(
+        "INSERT INTO links_link (slug, original_url, is_canonical, created_at, is_active, expires_at) "
+        "VALUES ('corrupt-date', 'https://example.com/corrupt', 0, '2026-01-01 00:00:00', 1, '31/12/2099')"
+    )
+    for requests in (
+        [request("GET", "/corrupt-date", close=True)],
+        [request("GET", "/healthz"), request("GET", "/corrupt-date", close=True)],
+    ):
+        answered = exchange(fast.base_url, requests)
+        assert answered == exchange(plain.base_url, requests)
+        assert answered.count(b"HTTP/1.1 ") == len(requests)
+        assert b"HTTP/1.1 500 " in answered
 
 
 def test_the_image_serves_with_the_protocol_the_tests_run():
