@@ -6,7 +6,7 @@ migration both ways. On a real SQLite file, and again on PostgreSQL
 
 import asyncio
 import threading
-from datetime import timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from django.core.management.sql import emit_post_migrate_signal
@@ -79,6 +79,21 @@ def test_a_later_click_written_first_keeps_the_latest_time():
     counter.flush()
     assert Link.objects.get(pk=link.pk).last_clicked_at == later
     assert Link.objects.get(pk=link.pk).clicks == 2
+
+
+def test_clicks_either_side_of_midnight_utc_count_on_their_own_days():
+    link, _ = shorten_url(url="https://example.com/midnight")
+    midnight = datetime(2026, 11, 30, tzinfo=UTC)
+    counter = ClickCounter()
+    last = midnight + timedelta(hours=23, minutes=59)
+    for at in (midnight - timedelta(seconds=1), midnight, last, midnight):
+        counter.record(link.pk, at=at)
+    counter.record(link.pk, at=midnight - timedelta(microseconds=1), already_counted=True)
+    counter.flush()
+    days = dict(DailyClicks.objects.filter(link=link).values_list("day", "count"))
+    assert days == {date(2026, 11, 29): 2, date(2026, 11, 30): 3}
+    link = Link.objects.get(pk=link.pk)
+    assert (link.clicks, link.last_clicked_at) == (4, last)
 
 
 def test_a_limited_link_takes_exactly_its_clicks_and_then_is_exhausted():
