@@ -22,7 +22,6 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from datetime import time as datetime_time
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -42,8 +41,12 @@ class PendingClicks:
     def merge(self, other: "PendingClicks") -> None:
         self.clicks += other.clicks
         if other.last_clicked is not None:
-            self.last_clicked = max(other.last_clicked, self.last_clicked or other.last_clicked)
+            self.clicked_at(other.last_clicked)
         self.per_day.update(other.per_day)
+
+    def clicked_at(self, moment: float) -> None:
+        if self.last_clicked is None or moment > self.last_clicked:
+            self.last_clicked = moment
 
 
 class ClickCounter:
@@ -66,19 +69,18 @@ class ClickCounter:
         moment = time.time() if at is None else at.timestamp()
         with self._lock:
             if not self._day_starts <= moment < self._day_ends:
-                self._day = datetime.fromtimestamp(moment, UTC).date()
-                self._day_starts = datetime.combine(self._day, datetime_time(), UTC).timestamp()
+                # POSIX time has no leap seconds: a UTC day starts at a multiple of 86,400.
+                self._day_starts = moment - moment % SECONDS_PER_DAY
                 self._day_ends = self._day_starts + SECONDS_PER_DAY
+                self._day = datetime.fromtimestamp(self._day_starts, UTC).date()
             pending = self._pending.get(link_id)
             if pending is None:
                 pending = self._pending[link_id] = PendingClicks()
             if not already_counted:
                 pending.clicks += 1
-                if pending.last_clicked is None or moment > pending.last_clicked:
-                    pending.last_clicked = moment
+                pending.clicked_at(moment)
             pending.per_day[self._day] += 1
-        if self._thread is None:
-            self._ensure_flusher()
+        self._ensure_flusher()
 
     def flush(self) -> int:
         """Write the tally to the database; returns the clicks it took from the

@@ -79,7 +79,6 @@ class Answer:
     status: int
     headers: tuple[tuple[bytes, bytes], ...]
     body: bytes = b""
-    complete = True  # not a Miss
 
     def asgi_messages(self) -> tuple[dict, dict]:
         start = {"type": "http.response.start", "status": self.status, "headers": list(self.headers)}
@@ -136,7 +135,6 @@ class Miss:
 
     slug: str
     version: int
-    complete = False  # not an Answer yet
 
 
 # A cached answer that this module does not give: Django decides.
@@ -458,6 +456,12 @@ class RedirectFastPath:
         if isinstance(entry, Miss):
             return entry
         return self._answer_for(scope, entry, user_agent)
+
+    def answer_in_place(self, scope) -> Answer | None:
+        """answer_now for links.protocol: None for a Miss too, which the ASGI way
+        (handle) reads in a thread, asking the cache and the host again first."""
+        answer = self.answer_now(scope)
+        return None if isinstance(answer, Miss) else answer
 
     def _answer_for(self, scope, entry: CachedLink | None, user_agent: bytes) -> Answer | None:
         if entry is None:

@@ -55,6 +55,7 @@ class FastRedirectProtocol(HttpToolsProtocol):
         # - the client is not reading its answers (flow control waits for it);
         # - pipelined requests are queued: answering here would start the next
         #   one from inside this call, a recursion as deep as the queue.
+        # and for whatever answer_in_place leaves (Django's requests, a PostgreSQL miss).
         answer = None
         if (
             self.fast_path is not None
@@ -64,15 +65,12 @@ class FastRedirectProtocol(HttpToolsProtocol):
             and not self.pipeline
         ):
             try:
-                answer = self.fast_path.answer_now(cycle.scope)
+                answer = self.fast_path.answer_in_place(cycle.scope)
             except Exception:
                 # The ASGI way meets the same fault inside uvicorn's handling:
                 # a 500 and its traceback, against this request.
                 logger.exception("the redirect fast path failed in uvicorn's protocol")
-        # `complete`, not isinstance: links.fastpath is not imported here (above).
-        # A Miss (a PostgreSQL read in a thread) is answered the ASGI way, which
-        # asks the fast path again (the cache, the host) before reading.
-        if answer is None or not answer.complete:
+        if answer is None:
             # An answer written here earlier in the same data_received armed the
             # keep-alive timer after uvicorn had cancelled it: it must not run
             # while this request's task does (uvicorn arms it only after a task).

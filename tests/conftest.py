@@ -14,8 +14,9 @@ import httpx
 import pytest
 from django.core.management import call_command
 
-# Shared with the benchmark harness; imported from here by most tests.
 from links.fastpath import VERSION_POLL_SECONDS
+
+# Shared with the benchmark harness; imported from here by most tests.
 from tests.project import BROWSER_USER_AGENT, PROJECT_DIR, free_port  # noqa: F401
 
 
@@ -121,7 +122,8 @@ def query_database(env: dict, sql: str, params: tuple = ()) -> list[tuple]:
 # listening thread asynchronously (typically well under a millisecond, longer on
 # a loaded machine), and the version row is read every VERSION_POLL_SECONDS even
 # if a notification is lost: that is the bound docs/scaling.md gives.
-SETTLE_SECONDS = VERSION_POLL_SECONDS if os.environ.get("DATABASE_URL", "").startswith("postgres") else 0.0
+ON_POSTGRES = os.environ.get("DATABASE_URL", "").startswith("postgres")
+SETTLE_SECONDS = VERSION_POLL_SECONDS if ON_POSTGRES else 0.0
 
 # As in production (docker/app.Dockerfile).
 PRODUCTION_HTTP_PROTOCOL = "links.protocol:FastRedirectProtocol"

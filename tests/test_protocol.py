@@ -10,7 +10,6 @@ in place (never reaching the application) and that their clicks are counted.
 
 import asyncio
 import json
-import os
 import re
 import socket
 import sqlite3
@@ -29,11 +28,10 @@ from links.fastpath import RedirectFastPath
 from links.models import Link, LinkTableVersion
 from links.protocol import FastRedirectProtocol
 from links.services import shorten_url
-from tests.conftest import PRODUCTION_HTTP_PROTOCOL, SETTLE_SECONDS, running_site
+from tests.conftest import ON_POSTGRES, PRODUCTION_HTTP_PROTOCOL, SETTLE_SECONDS, running_site
 from tests.project import BROWSER_USER_AGENT, PROJECT_DIR, free_port
 
 DATE_HEADER = re.compile(rb"\r\ndate: [^\r]*", re.IGNORECASE)
-ON_POSTGRES = os.environ.get("DATABASE_URL", "").startswith("postgres")
 
 
 def exchange(base_url: str, requests: list[bytes]) -> bytes:
