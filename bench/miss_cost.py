@@ -54,7 +54,7 @@ def main() -> None:
     from django.utils import timezone
 
     from links import fastpath
-    from links.fastpath import DELEGATE, NEVER, CachedLink, RedirectFastPath, SQLiteLinks
+    from links.fastpath import DELEGATE, NEVER, RedirectFastPath, SQLiteLinks
     from links.models import Link, LinkStatus
 
     if args.database is None:
@@ -98,7 +98,7 @@ def main() -> None:
         if status_before(link) != LinkStatus.ACTIVE or link.max_clicks is not None or not url.isascii():
             return DELEGATE
         valid_until = link.expires_at.timestamp() if link.expires_at is not None else NEVER
-        return CachedLink(link_id=link_id, location=url.encode("ascii"), valid_until=valid_until)
+        return (link_id, url.encode("ascii"), valid_until)
 
     links = SQLiteLinks(database)
     reads = {

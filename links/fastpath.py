@@ -121,12 +121,13 @@ def _accept_header(scope) -> str | None:
     return None if accept is None else accept.decode("latin-1")
 
 
-@dataclass(frozen=True, slots=True)
-class CachedLink:
-    link_id: int
-    location: bytes
-    # Seconds since the epoch after which this answer no longer holds (expiry).
-    valid_until: float
+# A cached link: (link id, its Location's bytes, the seconds since the epoch
+# after which it no longer holds: its expiry). A plain tuple of a number, bytes
+# and a float, not a dataclass: CPython's collector stops tracking such a tuple
+# once it has seen it, so a full cache adds nothing to the collector's full
+# passes, which walked every cached object and paused a worker for 50-290 ms at
+# 1,000,000 links (docs/performance.md, 2026-11-29, evening).
+CachedLink = tuple[int, bytes, float]
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +139,7 @@ class Miss:
 
 
 # A cached answer that this module does not give: Django decides.
-DELEGATE = CachedLink(link_id=0, location=b"", valid_until=0.0)
+DELEGATE: CachedLink = (0, b"", 0.0)
 NEVER = float("inf")
 
 
@@ -352,7 +353,7 @@ class RedirectFastPath:
         if status_of(link=state) != LinkStatus.ACTIVE:
             return DELEGATE
         valid_until = expires_at.timestamp() if expires_at is not None else NEVER
-        return CachedLink(link_id=link_id, location=url.encode("ascii"), valid_until=valid_until)
+        return (link_id, url.encode("ascii"), valid_until)
 
     def _cached(self, slug: str) -> CachedLink | Miss | None:
         """The cached answer for `slug`, or a Miss to be read from the database.
@@ -468,11 +469,12 @@ class RedirectFastPath:
             # Which answer, by links.negotiation's rule: read only here, so the
             # redirects and curl's requests do no more work than before.
             return self._not_found_page if prefers_html(_accept_header(scope)) else self._not_found
-        if entry is DELEGATE or entry.valid_until <= time.time():
+        link_id, location, valid_until = entry
+        if entry is DELEGATE or valid_until <= time.time():
             return None
         if is_counted_visit(method=scope["method"], user_agent=user_agent.decode("latin-1")):
-            click_counter.record(entry.link_id)
-        return redirect_answer(entry.location)
+            click_counter.record(link_id)
+        return redirect_answer(location)
 
     async def handle(self, scope, send) -> bool:
         """The ASGI way to answer_now: False leaves the request to Django."""

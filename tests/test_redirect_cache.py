@@ -3,6 +3,7 @@ every kind of writer invalidates, inside its own transaction, and a failed write
 leaves nothing that the cache and the database disagree on."""
 
 import asyncio
+import gc
 import json
 import sqlite3
 import time
@@ -15,6 +16,7 @@ from django.core.management.sql import emit_post_migrate_signal
 from django.db import connection, models, transaction
 from django.utils import timezone
 
+from links.asgi import set_start_up_objects_aside
 from links.clicks import ClickCounter
 from links.fastpath import DELEGATE, VERSION_POLL_SECONDS, RedirectFastPath, links_from_settings
 from links.models import DailyClicks, Link, LinkTableVersion
@@ -66,8 +68,13 @@ def answers_redirect(fast_path: RedirectFastPath, slug: str) -> bool:
     assert entry is not None, "the link should exist"
     if entry is DELEGATE:
         return False
-    assert entry.location == URL.encode()
+    assert location_of(entry) == URL.encode()
     return True
+
+
+def location_of(entry) -> bytes:
+    _link_id, location, _valid_until = entry
+    return location
 
 
 def from_another_connection(sql: str, params: tuple = ()) -> None:
@@ -262,10 +269,33 @@ def test_a_full_cache_drops_only_its_oldest_entries():
         # The entries kept are answered from the cache: the database is not asked.
         fast_path.links.load = None
         assert all(
-            lookup(fast_path, slug).location.startswith(b"https://example.com/evict/") for slug in slugs[2:]
+            location_of(lookup(fast_path, slug)).startswith(b"https://example.com/evict/") for slug in slugs[2:]
         )
     finally:
         fast_path.close()
+
+
+def test_a_full_cache_gives_the_cyclic_collector_nothing_to_walk(fast_path):
+    # A full pass of the collector walks every object it tracks: with a
+    # dataclass per entry, 100,000 cached links paused a worker 50-290 ms at
+    # a time (docs/performance.md). Plain tuples of a number, bytes and a
+    # float are untracked once the collector has seen them.
+    slugs = [shorten_url(url=f"https://example.com/gc/{n}")[0].slug for n in range(50)]
+    for slug in slugs:
+        lookup(fast_path, slug)
+    assert len(fast_path._cache) == len(slugs)
+    gc.collect()
+    assert not any(gc.is_tracked(entry) for entry in fast_path._cache.values())
+
+
+def test_start_up_objects_are_set_aside_from_the_collector():
+    gc.unfreeze()
+    try:
+        set_start_up_objects_aside()
+        # Django's modules and settings at least: tens of thousands of objects.
+        assert gc.get_freeze_count() > 10_000
+    finally:
+        gc.unfreeze()
 
 
 def test_click_flush_keeps_the_tally_when_the_write_fails(link):
