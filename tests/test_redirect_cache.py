@@ -268,9 +268,8 @@ def test_a_full_cache_drops_only_its_oldest_entries():
         assert list(fast_path._cache) == slugs[2:34]
         # The entries kept are answered from the cache: the database is not asked.
         fast_path.links.load = None
-        assert all(
-            location_of(lookup(fast_path, slug)).startswith(b"https://example.com/evict/") for slug in slugs[2:]
-        )
+        locations = [location_of(lookup(fast_path, slug)) for slug in slugs[2:]]
+        assert all(location.startswith(b"https://example.com/evict/") for location in locations)
     finally:
         fast_path.close()
 
