@@ -140,6 +140,9 @@ class Miss:
 
 # A cached answer that this module does not give: Django decides.
 DELEGATE: CachedLink = (0, b"", 0.0)
+# A row written around the model that cannot be read (a malformed date in
+# SQLite's text): Django answers it, with the site's own error.
+UNREADABLE_ROW = ("unreadable",)
 NEVER = float("inf")
 
 
@@ -196,9 +199,14 @@ class SQLiteLinks:
         row = self._database().execute(LINK_QUERY, (slug,)).fetchone()
         if row is None:
             return None
+        if row is UNREADABLE_ROW:
+            return DELEGATE
         link_id, url, is_active, expires_at, max_clicks = row
-        # Django stores aware datetimes as naive UTC text.
-        expires = None if expires_at is None else datetime.fromisoformat(expires_at).replace(tzinfo=UTC)
+        try:
+            # Django stores aware datetimes as naive UTC text.
+            expires = None if expires_at is None else datetime.fromisoformat(expires_at).replace(tzinfo=UTC)
+        except ValueError:
+            return UNREADABLE_ROW
         return link_id, url, bool(is_active), expires, max_clicks
 
     def reset(self) -> None:
@@ -339,6 +347,8 @@ class RedirectFastPath:
     def _answer(row: tuple | None) -> CachedLink | None:
         if row is None:
             return None
+        if row is UNREADABLE_ROW:
+            return DELEGATE
         link_id, url, is_active, expires_at, max_clicks = row
         # Limited links take their click in the database (exact across
         # workers): Django's view does that. Checked first, and the status on a
