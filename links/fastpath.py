@@ -21,9 +21,11 @@ miss a writer: the database's triggers (links/triggers.py) bump
 `links_linktableversion` in the same transaction as any change to a link.
 
 - SQLite (SQLiteLinks): a read-only connection of the worker's own, in the
-  event loop. Every request asks `PRAGMA data_version` whether another
-  connection committed anything (a call into SQLite, no I/O) and only then
-  re-reads the version row; a new version clears the cache.
+  event loop. A cached answer is given only after asking `PRAGMA
+  data_version` whether another connection committed anything (a call into
+  SQLite, no I/O), and then re-reading the version row; a new version clears
+  the cache. A miss reads its row and the version in one statement: one
+  snapshot, so the row is filed under the version it was read with.
 - PostgreSQL (PostgresLinks): misses are read in a thread on a small pool; a
   listener thread hears the triggers' NOTIFY at commit, and reads the version
   row every second in case a notification was lost.
@@ -132,10 +134,9 @@ CachedLink = tuple[int, bytes, float]
 
 @dataclass(frozen=True, slots=True)
 class Miss:
-    """A slug not in the cache, to be read from the database under `version`."""
+    """A slug not in the cache, to be read from the database."""
 
     slug: str
-    version: int
 
 
 # A cached answer that this module does not give: Django decides.
@@ -152,6 +153,15 @@ NEVER = float("inf")
 LINK_QUERY = "SELECT id, original_url, is_active, expires_at, max_clicks FROM links_link WHERE slug = ?"
 POSTGRES_LINK_QUERY = LINK_QUERY.replace("?", "%s")
 VERSION_QUERY = "SELECT version FROM links_linktableversion WHERE id = 1"
+# SQLite: a miss's row (or NULLs), the links version and PRAGMA data_version,
+# in one statement and so one snapshot: a miss was three (the version asked
+# before the read and again after it), each a read transaction of its own.
+SQLITE_MISS_QUERY = (
+    "SELECT (SELECT data_version FROM pragma_data_version()), "
+    "(SELECT version FROM links_linktableversion WHERE id = 1), "
+    "link.id, link.original_url, link.is_active, link.expires_at, link.max_clicks "
+    "FROM (SELECT 1) LEFT JOIN links_link AS link ON link.slug = ?"
+)
 # How often a PostgreSQL listener also reads the version row, in case a
 # notification was lost with its connection: the bound on a stale answer.
 VERSION_POLL_SECONDS = 1.0
@@ -195,19 +205,22 @@ class SQLiteLinks:
             self._data_version = data_version
         return self._version
 
-    def load(self, slug: str) -> tuple | None:
-        row = self._database().execute(LINK_QUERY, (slug,)).fetchone()
-        if row is None:
-            return None
-        if row is UNREADABLE_ROW:
-            return DELEGATE
+    def load(self, slug: str) -> tuple[int | None, tuple | None]:
+        """`slug`'s row (None: no such link) and the links version it holds
+        under, read in one snapshot."""
+        data_version, version, *row = self._database().execute(SQLITE_MISS_QUERY, (slug,)).fetchone()
+        # What this read saw: the next version() asks the version row again
+        # only if another connection commits after it.
+        self._data_version, self._version = data_version, version
         link_id, url, is_active, expires_at, max_clicks = row
+        if link_id is None:
+            return version, None
         try:
             # Django stores aware datetimes as naive UTC text.
             expires = None if expires_at is None else datetime.fromisoformat(expires_at).replace(tzinfo=UTC)
         except ValueError:
-            return UNREADABLE_ROW
-        return link_id, url, bool(is_active), expires, max_clicks
+            return version, UNREADABLE_ROW
+        return version, (link_id, url, bool(is_active), expires, max_clicks)
 
     def reset(self) -> None:
         if self._connection is not None:
@@ -271,7 +284,10 @@ class PostgresLinks:
                 self._changed()
                 time.sleep(1)
 
-    def load(self, slug: str) -> tuple | None:
+    def load(self, slug: str) -> tuple[int | None, tuple | None]:
+        """`slug`'s row (None: no such link) and the links version it holds
+        under: None if a change was heard while it was read."""
+        before = self.version()
         if self._pool is None:
             with self._started:
                 if self._pool is None:
@@ -283,7 +299,8 @@ class PostgresLinks:
                         open=True,
                     )
         with self._pool.connection(timeout=5) as connection:
-            return connection.execute(POSTGRES_LINK_QUERY, (slug,)).fetchone()
+            row = connection.execute(POSTGRES_LINK_QUERY, (slug,)).fetchone()
+        return (before if self._changes == before else None), row
 
     def reset(self) -> None:
         self._changed()
@@ -365,24 +382,30 @@ class RedirectFastPath:
         valid_until = expires_at.timestamp() if expires_at is not None else NEVER
         return (link_id, url.encode("ascii"), valid_until)
 
-    def _cached(self, slug: str) -> CachedLink | Miss | None:
-        """The cached answer for `slug`, or a Miss to be read from the database.
-        Asks for the links version first, so that an entry is never filed under
-        a version newer than its row."""
-        version = self.links.version()
-        if version != self._version:
+    def _cached(self, slug: str) -> CachedLink | Miss:
+        """The cached answer for `slug` while the links version it was filed
+        under holds, or a Miss to be read from the database."""
+        entry = self._cache.get(slug)
+        if entry is not None:
+            version = self.links.version()
+            if version == self._version:
+                return entry
             self._cache.clear()
             self._version = version
-        try:
-            return self._cache[slug]
-        except KeyError:
-            return Miss(slug=slug, version=version)
+        return Miss(slug=slug)
 
-    def _remember(self, miss: Miss, row: tuple | None) -> CachedLink | None:
+    def _remember(self, miss: Miss, version: int | None, row: tuple | None) -> CachedLink | None:
+        """The answer for a row read under `version` (None: a change arrived
+        while it was read), kept if that version is the cache's."""
         entry = self._answer(row)
-        # Kept only if no change arrived while the row was read.
-        if entry is not None and self.links.version() == miss.version:
-            # "No such link" is not cached, so creating a link invalidates nothing.
+        # "No such link" is not cached, so creating a link invalidates nothing.
+        if entry is None or version is None:
+            return entry
+        if self._version is None or version > self._version:
+            # Read after a change the cache has not seen yet: its entries may be stale.
+            self._cache.clear()
+            self._version = version
+        if version == self._version:
             if len(self._cache) >= self.max_entries:
                 self._evict_oldest()
             self._cache[miss.slug] = entry
@@ -402,14 +425,14 @@ class RedirectFastPath:
         try:
             found = self._cached(slug)
             if isinstance(found, Miss) and not self.links.blocking:
-                return self._remember(found, self.links.load(slug))
+                return self._remember(found, *self.links.load(slug))
             return found
         except DATABASE_ERRORS:
             return self._database_failed()
 
     async def _load_in_thread(self, miss: Miss) -> CachedLink | None:
         try:
-            return self._remember(miss, await asyncio.to_thread(self.links.load, miss.slug))
+            return self._remember(miss, *await asyncio.to_thread(self.links.load, miss.slug))
         except DATABASE_ERRORS:
             return self._database_failed()
 

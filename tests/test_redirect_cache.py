@@ -21,6 +21,7 @@ from links.clicks import ClickCounter
 from links.fastpath import DELEGATE, VERSION_POLL_SECONDS, RedirectFastPath, links_from_settings
 from links.models import DailyClicks, Link, LinkTableVersion
 from links.services import mark_links_changed, shorten_url, update_link
+from tests.conftest import ON_POSTGRES
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -285,6 +286,27 @@ def test_a_full_cache_gives_the_cyclic_collector_nothing_to_walk(fast_path):
     assert len(fast_path._cache) == len(slugs)
     gc.collect()
     assert not any(gc.is_tracked(entry) for entry in fast_path._cache.values())
+
+
+@pytest.mark.skipif(ON_POSTGRES, reason="SQLite's reader: PostgreSQL's version is heard, not read")
+def test_a_miss_is_one_statement_and_a_hit_one_question(fast_path, link):
+    statements = []
+    fast_path.start()
+
+    def trace(statement: str) -> None:
+        # Statements SQLite runs inside one (its pragma table's own) start "-- ".
+        if not statement.startswith("-- "):
+            statements.append(statement)
+
+    fast_path.links._database().set_trace_callback(trace)
+    assert answers_redirect(fast_path, link.slug)  # a miss: row and version in one snapshot
+    assert len(statements) == 1 and "pragma_data_version()" in statements[0]
+    statements.clear()
+    assert answers_redirect(fast_path, link.slug)  # a hit: has anything been committed since?
+    assert statements == ["PRAGMA data_version"]
+    statements.clear()
+    assert lookup(fast_path, "NoSuchSlug") is None  # not cached: read each time, in one statement
+    assert len(statements) == 1
 
 
 def test_start_up_objects_are_set_aside_from_the_collector():
