@@ -1,5 +1,5 @@
 """Cost of one redirect-cache hit in the fast path, in-process (no HTTP):
-the PRAGMA data_version check that every request makes, against a plain
+the PRAGMA data_version check that every cache hit makes, against a plain
 dictionary hit and against the os.stat() of the earlier generation file.
 
     DJANGO_DEBUG=1 .venv/bin/python bench/lookup_cost.py

@@ -1,6 +1,7 @@
 """What one redirect-cache miss costs, in-process (no HTTP): the fast path's
-read of the row (links.fastpath.SQLiteLinks.load: its query as kept, with the
-counters joined for every link, and with no counters at all) and its decision
+read of the row (links.fastpath.SQLiteLinks.load's columns, alone as kept, with
+the counters joined for every link, and with those of limited links only; the
+kept load reads them with the links version, in one statement) and its decision
 on the row (RedirectFastPath._answer, against the decision as it was before
 2026-11-29: a Link model instance and its status from rules that built Q
 objects on every call), interleaved in one run on a real SQLite file. Read the

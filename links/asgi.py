@@ -1,7 +1,8 @@
 """The ASGI application in front of Django: the redirect fast path, and
 lifespan events (Django's handler has none), so that pending clicks are
-written before a worker exits, and so that a worker marks the database as
-served while it runs (manage.py restore_db refuses to run meanwhile)."""
+written before a worker exits, so that a worker marks the database as served
+while it runs (manage.py restore_db refuses to run meanwhile), and so that
+the objects of its start-up are set aside from the garbage collector."""
 
 import asyncio
 import gc
@@ -48,10 +49,11 @@ class ShortenerApplication:
 
 
 def set_start_up_objects_aside() -> None:
-    """Move what start-up made (Django's modules, settings, URL patterns: about
-    90,000 objects) out of the cyclic collector's way: its full passes walked
-    them all, again and again, while they live as long as the worker. A full
-    pass then takes a fraction of the time it took (docs/performance.md,
-    2026-11-29, evening). Start-up's own garbage is collected first."""
+    """Move what start-up made (the modules of Django, DRF and the site, the
+    settings: about 90,000 objects) out of the cyclic collector's way: its full
+    passes walked them all, again and again, while they live as long as the
+    worker (docs/performance.md, 2026-11-29, evening). What is made later, on a
+    first request, is still collected as usual. Start-up's own garbage is
+    collected first."""
     gc.collect()
     gc.freeze()

@@ -45,6 +45,7 @@ class Tally:
         self.per_day: dict[date, dict[int, int]] = {}
 
     def __bool__(self) -> bool:
+        # Every click counts on its day, a limited link's too.
         return bool(self.per_day)
 
     def add(self, link_id: int, *, day: date, moment: float, to_total: bool = True) -> None:
@@ -63,7 +64,7 @@ class Tally:
 
     def _add_to_total(self, link_id: int, clicks: int, moment: float) -> None:
         self.clicks[link_id] = self.clicks.get(link_id, 0) + clicks
-        if moment > self.last_clicked.get(link_id, 0.0):
+        if link_id not in self.last_clicked or moment > self.last_clicked[link_id]:
             self.last_clicked[link_id] = moment
 
     def _add_on_day(self, day: date, link_id: int, clicks: int) -> None:
@@ -200,8 +201,11 @@ def _write_batch(batch: Tally) -> None:
     ]
     daily_rows = [
         (day.isoformat(), clicks, link_id)
-        for day, of_day in sorted(batch.per_day.items())
-        for link_id, clicks in sorted(of_day.items())
+        for link_id, day, clicks in sorted(
+            (link_id, day, clicks)
+            for day, of_day in batch.per_day.items()
+            for link_id, clicks in of_day.items()
+        )
     ]
     with transaction.atomic(), connection.cursor() as cursor:
         if connection.vendor == "sqlite":

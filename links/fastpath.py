@@ -48,6 +48,7 @@ from pathlib import Path
 import psycopg
 from django.conf import settings
 from django.http.request import split_domain_port, validate_host
+from django.utils.dateparse import parse_datetime
 from psycopg.conninfo import make_conninfo
 from psycopg_pool import ConnectionPool, PoolTimeout
 
@@ -127,8 +128,9 @@ def _accept_header(scope) -> str | None:
 # after which it no longer holds: its expiry). A plain tuple of a number, bytes
 # and a float, not a dataclass: CPython's collector stops tracking such a tuple
 # once it has seen it, so a full cache adds nothing to the collector's full
-# passes, which walked every cached object and paused a worker for 50-290 ms at
-# 1,000,000 links (docs/performance.md, 2026-11-29, evening).
+# passes. Those walked every cached object (with start-up's and the click
+# tally's) and paused a worker for 55-125 ms at 1,000,000 links
+# (docs/performance.md, 2026-11-29, evening).
 CachedLink = tuple[int, bytes, float]
 
 
@@ -150,22 +152,30 @@ NEVER = float("inf")
 # No clicks: they matter only to a limited link's status, and a limited link is
 # handed to Django before its status is asked (RedirectFastPath._answer), so the
 # counters table (models.LinkClicks) is never read here (bench/miss_cost.py).
-LINK_QUERY = "SELECT id, original_url, is_active, expires_at, max_clicks FROM links_link WHERE slug = ?"
+LINK_COLUMNS = "id, original_url, is_active, expires_at, max_clicks"  # as _answer unpacks them
+LINK_QUERY = f"SELECT {LINK_COLUMNS} FROM links_link WHERE slug = ?"  # noqa: S608 - constants
 POSTGRES_LINK_QUERY = LINK_QUERY.replace("?", "%s")
 VERSION_QUERY = "SELECT version FROM links_linktableversion WHERE id = 1"
 # SQLite: a miss's row (or NULLs), the links version and PRAGMA data_version,
 # in one statement and so one snapshot: a miss was three (the version asked
 # before the read and again after it), each a read transaction of its own.
 SQLITE_MISS_QUERY = (
-    "SELECT (SELECT data_version FROM pragma_data_version()), "
-    "(SELECT version FROM links_linktableversion WHERE id = 1), "
-    "link.id, link.original_url, link.is_active, link.expires_at, link.max_clicks "
-    "FROM (SELECT 1) LEFT JOIN links_link AS link ON link.slug = ?"
+    f"SELECT (SELECT data_version FROM pragma_data_version()), ({VERSION_QUERY}), link.* "  # noqa: S608 - constants
+    f"FROM (SELECT 1) LEFT JOIN (SELECT {LINK_COLUMNS} FROM links_link WHERE slug = ?) AS link"
 )
 # How often a PostgreSQL listener also reads the version row, in case a
 # notification was lost with its connection: the bound on a stale answer.
 VERSION_POLL_SECONDS = 1.0
 DATABASE_ERRORS = (sqlite3.Error, psycopg.Error, PoolTimeout)
+
+
+def stored_datetime(value: str) -> datetime:
+    """A datetime as Django reads it from SQLite's text: naive text (what Django
+    writes) is UTC, an offset written by other means is kept."""
+    parsed = parse_datetime(value)
+    if parsed is None:
+        raise ValueError(f"not a datetime: {value!r}")
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
 class SQLiteLinks:
@@ -193,10 +203,10 @@ class SQLiteLinks:
         return self._connection
 
     def version(self) -> int:
-        """The links version now. Asked before a lookup, so that an entry is
-        never filed under a version newer than its row."""
+        """The links version now, asked before every cached answer is given.
+        (The version row cannot be deleted: links/triggers.py.)"""
         if self._cursor is None:
-            # One cursor kept for this question, asked on every request: a
+            # One cursor kept for this question, asked on every cache hit: a
             # third cheaper than a new cursor each time (docs/performance.md).
             self._cursor = self._database().cursor()
         (data_version,) = self._cursor.execute("PRAGMA data_version").fetchone()
@@ -216,9 +226,8 @@ class SQLiteLinks:
         if link_id is None:
             return version, None
         try:
-            # Django stores aware datetimes as naive UTC text.
-            expires = None if expires_at is None else datetime.fromisoformat(expires_at).replace(tzinfo=UTC)
-        except ValueError:
+            expires = None if expires_at is None else stored_datetime(expires_at)
+        except (TypeError, ValueError):
             return version, UNREADABLE_ROW
         return version, (link_id, url, bool(is_active), expires, max_clicks)
 
@@ -395,20 +404,22 @@ class RedirectFastPath:
         return Miss(slug=slug)
 
     def _remember(self, miss: Miss, version: int | None, row: tuple | None) -> CachedLink | None:
-        """The answer for a row read under `version` (None: a change arrived
-        while it was read), kept if that version is the cache's."""
+        """The answer for a row read under `version`, kept in the cache filed
+        under that version (not kept if None: a change arrived while it was read)."""
         entry = self._answer(row)
         # "No such link" is not cached, so creating a link invalidates nothing.
         if entry is None or version is None:
             return entry
-        if self._version is None or version > self._version:
-            # Read after a change the cache has not seen yet: its entries may be stale.
+        if version != self._version:
+            # Read under a version the cache was not filled under: its entries
+            # may be stale. (A PostgreSQL read that finished just before a
+            # change was heard files its row under the older version; the next
+            # cached answer asks the version first, and clears it.)
             self._cache.clear()
             self._version = version
-        if version == self._version:
-            if len(self._cache) >= self.max_entries:
-                self._evict_oldest()
-            self._cache[miss.slug] = entry
+        if len(self._cache) >= self.max_entries:
+            self._evict_oldest()
+        self._cache[miss.slug] = entry
         return entry
 
     def _database_failed(self) -> CachedLink:
