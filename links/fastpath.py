@@ -143,8 +143,8 @@ class Miss:
 
 # A cached answer that this module does not give: Django decides.
 DELEGATE: CachedLink = (0, b"", 0.0)
-# A row written around the model that cannot be read (a malformed date in
-# SQLite's text): Django answers it, with the site's own error.
+# A row written around the model that cannot be read here (a malformed date in
+# SQLite's text, or a number): Django answers it, as Django reads it.
 UNREADABLE_ROW = ("unreadable",)
 NEVER = float("inf")
 
