@@ -86,11 +86,15 @@ def stack(tmp_path_factory):
     try:
         try:
             stack.up()
+            # The first command a deployment runs in a replica, right after it is up.
+            issued = stack.compose(
+                "exec", "-T", "app", "python", "manage.py", "issue_api_key", "--name", "scale"
+            )
         except AssertionError as error:
-            logs = stack.compose("logs", "--no-color", "--tail", "60", "app", "migrate", check=False).stdout
-            raise AssertionError(f"{error}\nthe replicas' and the migration's logs:\n{logs}") from None
-        output = stack.compose("exec", "-T", "app", "python", "manage.py", "issue_api_key", "--name", "scale")
-        stack.api_key = output.stdout.split()[-1]
+            services = ("app", "migrate", "postgres")
+            logs = stack.compose("logs", "--no-color", "--tail", "60", *services, check=False).stdout
+            raise AssertionError(f"{error}\nthe logs of {', '.join(services)}:\n{logs}") from None
+        stack.api_key = issued.stdout.split()[-1]
         yield stack
     finally:
         stack.down(volumes=True)
