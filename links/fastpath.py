@@ -399,8 +399,7 @@ class RedirectFastPath:
             version = self.links.version()
             if version == self._version:
                 return entry
-            self._cache.clear()
-            self._version = version
+            self._file_under(version)
         return Miss(slug=slug)
 
     def _remember(self, miss: Miss, version: int | None, row: tuple | None) -> CachedLink | None:
@@ -415,18 +414,22 @@ class RedirectFastPath:
             # may be stale. (A PostgreSQL read that finished just before a
             # change was heard files its row under the older version; the next
             # cached answer asks the version first, and clears it.)
-            self._cache.clear()
-            self._version = version
+            self._file_under(version)
         if len(self._cache) >= self.max_entries:
             self._evict_oldest()
         self._cache[miss.slug] = entry
         return entry
 
+    def _file_under(self, version: int | None) -> None:
+        """Start the cache afresh under `version`: nothing filed under another
+        holds."""
+        self._cache.clear()
+        self._version = version
+
     def _database_failed(self) -> CachedLink:
         """No schema yet, a locked, missing or unreachable database: nothing
         cached can be trusted, and Django answers properly."""
-        self._cache.clear()
-        self._version = None
+        self._file_under(None)
         self.links.reset()
         return DELEGATE
 
