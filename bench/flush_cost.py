@@ -94,17 +94,52 @@ def flush_wide_daily_only(db, counters, daily):
     db.executemany(WIDE_DAILY_UPSERT, daily)
 
 
-def flush_counters(db, counters, daily):
-    """links.clicks' own statements for SQLite (%s is sqlite3's ?)."""
+def flush_counters_keeping_the_day(db, counters, daily):
+    """links.clicks' own statements for SQLite (%s is sqlite3's ?), for a batch
+    of one day: the day's clicks kept in the counters row (migration 0004)."""
     # Imported here: links.clicks reads the settings, and seeded_file() sets their environment first.
-    from links.clicks import COUNTER_INSERT, COUNTER_UPDATE, COUNTERS_PRESENT, DAILY_UPSERT
+    from links.clicks import COUNTER_INSERT, COUNTER_UPDATE, COUNTERS_PRESENT
+
+    (day,) = {day for day, _, _ in daily}
+    ids = json.dumps([link_id for _, _, link_id in counters])
+    present = {link_id for (link_id,) in db.execute(COUNTERS_PRESENT.replace("%s", "?"), (ids,))}
+    db.executemany(
+        COUNTER_INSERT.replace("%s", "?"),
+        [(n, at, day, n, link_id) for n, at, link_id in counters if link_id not in present],
+    )
+    db.executemany(
+        COUNTER_UPDATE.replace("%s", "?"),
+        [(n, at, at, day, n, n, day, link_id) for n, at, link_id in counters if link_id in present],
+    )
+
+
+# The flush before migration 0004: the counters rows, and the day's clicks in a
+# DailyClicks row of their own (the narrow table says whether the link exists).
+COUNTER_UPDATE_BEFORE_0004 = (
+    "UPDATE links_linkclicks SET clicks = clicks + ?, last_clicked_at = CASE "
+    "WHEN last_clicked_at IS NULL OR last_clicked_at < ? THEN ? ELSE last_clicked_at END "
+    "WHERE link_id = ?"
+)
+COUNTER_INSERT_BEFORE_0004 = (
+    "INSERT INTO links_linkclicks (link_id, clicks, last_clicked_at) "
+    "SELECT id, ?, ? FROM links_link WHERE id = ?"
+)
+DAILY_UPSERT = (
+    "INSERT INTO links_dailyclicks (link_id, day, count) "
+    "SELECT link_id, ?, ? FROM links_linkclicks WHERE link_id = ? "
+    "ON CONFLICT (link_id, day) DO UPDATE SET count = links_dailyclicks.count + excluded.count"
+)
+
+
+def flush_counters_and_daily_rows(db, counters, daily):
+    from links.clicks import COUNTERS_PRESENT
 
     ids = json.dumps([link_id for _, _, link_id in counters])
     present = {link_id for (link_id,) in db.execute(COUNTERS_PRESENT.replace("%s", "?"), (ids,))}
     updates = [(n, at, at, link_id) for n, at, link_id in counters if link_id in present]
-    db.executemany(COUNTER_UPDATE.replace("%s", "?"), updates)
-    db.executemany(COUNTER_INSERT.replace("%s", "?"), [c for c in counters if c[2] not in present])
-    db.executemany(DAILY_UPSERT.replace("%s", "?"), daily)
+    db.executemany(COUNTER_UPDATE_BEFORE_0004, updates)
+    db.executemany(COUNTER_INSERT_BEFORE_0004, [c for c in counters if c[2] not in present])
+    db.executemany(DAILY_UPSERT, daily)
 
 
 # Tried and dropped (docs/performance.md, 2026-11-29 afternoon): the batch as one
@@ -144,12 +179,21 @@ def flush_counters_json_batch(db, counters, daily):
     db.execute(DAILY_UPSERT_FROM_BATCH, (json.dumps([(link_id, day, n) for day, n, link_id in daily]),))
 
 
+# PostgreSQL's statement before migration 0004.
+COUNTER_UPSERT_BEFORE_0004 = (
+    "INSERT INTO links_linkclicks (link_id, clicks, last_clicked_at) "
+    "SELECT id, ?, ? FROM links_link WHERE id = ? "
+    "ON CONFLICT (link_id) DO UPDATE SET clicks = links_linkclicks.clicks + excluded.clicks, "
+    "last_clicked_at = CASE WHEN links_linkclicks.last_clicked_at IS NULL "
+    "OR links_linkclicks.last_clicked_at < excluded.last_clicked_at "
+    "THEN excluded.last_clicked_at ELSE links_linkclicks.last_clicked_at END"
+)
+
+
 def flush_counters_upsert(db, counters, daily):
     """The first try: links.clicks' upsert (PostgreSQL's statement) on SQLite."""
-    from links.clicks import COUNTER_UPSERT, DAILY_UPSERT
-
-    db.executemany(COUNTER_UPSERT.replace("%s", "?"), counters)
-    db.executemany(DAILY_UPSERT.replace("%s", "?"), daily)
+    db.executemany(COUNTER_UPSERT_BEFORE_0004, counters)
+    db.executemany(DAILY_UPSERT, daily)
 
 
 # name -> (base file: setup statements run once on the seeded file, PRAGMAs after the site's, flush)
@@ -157,8 +201,18 @@ VARIANTS = {
     "wide rows + daily (before)": (WIDE_COLUMNS, (), flush_wide),
     "  of which the link rows": (WIDE_COLUMNS, (), flush_wide_rows_only),
     "  of which the daily rows": (WIDE_COLUMNS, (), flush_wide_daily_only),
-    "counters table (kept), every link has a row": (EVERY_LINK_COUNTED, (), flush_counters),
-    "counters table (kept), first clicks": ((), (), flush_counters),
+    "counters keep the day (kept), every link has a row": (
+        EVERY_LINK_COUNTED,
+        (),
+        flush_counters_keeping_the_day,
+    ),
+    "counters keep the day (kept), first clicks": ((), (), flush_counters_keeping_the_day),
+    "counters + daily rows (before 0004), every link has a row": (
+        EVERY_LINK_COUNTED,
+        (),
+        flush_counters_and_daily_rows,
+    ),
+    "counters + daily rows (before 0004), first clicks": ((), (), flush_counters_and_daily_rows),
     "counters, JSON batch (dropped), every link has a row": (
         EVERY_LINK_COUNTED,
         (),
@@ -174,10 +228,15 @@ VARIANTS = {
 
 
 def seeded_file(data: Path, links: int) -> Path:
-    """A migrated SQLite file with `links` links from `manage.py seed_links`, made once per DIR."""
-    seeded = data / f"seeded-{links}.sqlite3"
+    """A migrated SQLite file with `links` links from `manage.py seed_links`,
+    made once per DIR and schema (the latest migration names it)."""
     # The flush variants import links.clicks, which reads the settings.
     setup_django(database=data / "seeding.sqlite3")
+    from django.db import connection
+    from django.db.migrations.loader import MigrationLoader
+
+    [(_app, latest)] = [node for node in MigrationLoader(connection).graph.leaf_nodes() if node[0] == "links"]
+    seeded = data / f"seeded-{links}-{latest}.sqlite3"
     if seeded.exists():
         return seeded
     from django.core.management import call_command
@@ -186,8 +245,6 @@ def seeded_file(data: Path, links: int) -> Path:
     print(f"seeding {links} links", file=sys.stderr)
     started = time.perf_counter()
     call_command("seed_links", "--count", str(links), "--quiet", verbosity=0)
-    from django.db import connection
-
     connection.close()
     with sqlite3.connect(data / "seeding.sqlite3") as db:
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")

@@ -11,7 +11,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
-from links.models import APIKey, DailyClicks, Link, LinkStatus
+from links.models import APIKey, Link, LinkStatus
 from links.selectors import build_short_url
 from links.serializers import CreateLinkSerializer
 from links.services import (
@@ -116,9 +116,7 @@ def clicks_chart(*, link: Link, today) -> str:
     """Clicks per UTC day for the last CHART_DAYS days as an SVG bar chart,
     drawn here (no JavaScript), with the numbers as a table beside it."""
     first = today - timedelta(days=CHART_DAYS - 1)
-    counts = dict(
-        DailyClicks.objects.filter(link=link, day__gte=first, day__lte=today).values_list("day", "count")
-    )
+    counts = {day: count for day, count in link.clicks_per_day if first <= day <= today}
     days = [first + timedelta(days=n) for n in range(CHART_DAYS)]
     top = max([*counts.values(), 1])
     bar, gap, height, left, bottom = 16, 4, 120, 40, 24

@@ -13,7 +13,8 @@ class LinksConfig(AppConfig):
 def reinstall_link_triggers(sender, using, **kwargs) -> None:
     """After every `migrate`: SQLite loses a table's triggers when a migration
     rebuilds it, and whatever the migrations changed must reach every redirect
-    cache. Re-creating them (idempotent) and bumping the version covers both."""
+    cache. Re-creating them (idempotent) and bumping the version covers both.
+    (The counters' day trigger only once its columns exist: links/triggers.py.)"""
     from django.db import connections
 
     from links import triggers
@@ -23,4 +24,6 @@ def reinstall_link_triggers(sender, using, **kwargs) -> None:
     if "links_linktableversion" not in connection.introspection.table_names():
         return  # migrating backwards, before 0002
     triggers.install(connection)
+    if triggers.counters_keep_a_day(connection):
+        triggers.install_day_moved(connection)
     mark_links_changed(using=using)

@@ -20,6 +20,7 @@ import logging
 import threading
 import time
 from datetime import UTC, date, datetime
+from typing import NamedTuple
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -151,75 +152,117 @@ class ClickCounter:
 
 
 # Increments, not absolute values: other worker processes write too. Into the
-# narrow links_linkclicks table, not the wide link rows (models.LinkClicks); a
-# link's row is made at its first click, and links deleted since their clicks
-# were counted are skipped. Names are qualified: PostgreSQL finds bare ones
-# ambiguous (the row or excluded).
+# narrow links_linkclicks table, not the wide link rows (models.LinkClicks): one
+# row per link and day of the batch, adding to the link's total and to the day
+# the row keeps (another day's clicks have the database move the count it held
+# into DailyClicks first: links/triggers.py, DAY_MOVED). A link's row is made at
+# its first click; links deleted since their clicks were counted are skipped.
+# Names are qualified: PostgreSQL finds bare ones ambiguous (the row or
+# excluded).
 #
-# PostgreSQL: one upsert per link (ON CONFLICT is safe against another
+# PostgreSQL: one upsert per row (ON CONFLICT is safe against another
 # replica's flush inserting the same row at the same moment).
 COUNTER_UPSERT = (
-    "INSERT INTO links_linkclicks (link_id, clicks, last_clicked_at) "
-    "SELECT id, %s, %s FROM links_link WHERE id = %s "
+    "INSERT INTO links_linkclicks (link_id, clicks, last_clicked_at, latest_day, latest_day_clicks) "
+    "SELECT id, %s, %s, %s, %s FROM links_link WHERE id = %s "
     "ON CONFLICT (link_id) DO UPDATE SET clicks = links_linkclicks.clicks + excluded.clicks, "
     "last_clicked_at = CASE WHEN links_linkclicks.last_clicked_at IS NULL "
     "OR links_linkclicks.last_clicked_at < excluded.last_clicked_at "
-    "THEN excluded.last_clicked_at ELSE links_linkclicks.last_clicked_at END"
+    "THEN excluded.last_clicked_at ELSE links_linkclicks.last_clicked_at END, "
+    "latest_day_clicks = CASE WHEN links_linkclicks.latest_day = excluded.latest_day "
+    "THEN links_linkclicks.latest_day_clicks + excluded.latest_day_clicks "
+    "ELSE excluded.latest_day_clicks END, "
+    "latest_day = excluded.latest_day"
 )
 # SQLite: which of the batch's links have a row already (one statement, the
-# ids as one JSON array), then a plain UPDATE of those and an insert of the
-# rest, so a link clicked before costs no read of its wide row (measured:
-# bench/flush_cost.py). Safe because SQLite's flush transaction is the only
-# writer from its start (BEGIN IMMEDIATE): no row can appear in between.
+# ids as one JSON array), then an insert of the others' first rows and a plain
+# UPDATE for every other row, so a link clicked before costs no read of its
+# wide row (measured: bench/flush_cost.py). Safe because SQLite's flush
+# transaction is the only writer from its start (BEGIN IMMEDIATE): no row can
+# appear in between.
 COUNTERS_PRESENT = "SELECT link_id FROM links_linkclicks WHERE link_id IN (SELECT value FROM json_each(%s))"
+COUNTER_INSERT = (
+    "INSERT INTO links_linkclicks (link_id, clicks, last_clicked_at, latest_day, latest_day_clicks) "
+    "SELECT id, %s, %s, %s, %s FROM links_link WHERE id = %s"
+)
 COUNTER_UPDATE = (
     "UPDATE links_linkclicks SET clicks = clicks + %s, last_clicked_at = CASE "
-    "WHEN last_clicked_at IS NULL OR last_clicked_at < %s THEN %s ELSE last_clicked_at END "
-    "WHERE link_id = %s"
+    "WHEN last_clicked_at IS NULL OR last_clicked_at < %s THEN %s ELSE last_clicked_at END, "
+    "latest_day_clicks = CASE WHEN latest_day = %s THEN latest_day_clicks + %s ELSE %s END, "
+    "latest_day = %s WHERE link_id = %s"
 )
-COUNTER_INSERT = (
-    "INSERT INTO links_linkclicks (link_id, clicks, last_clicked_at) "
-    "SELECT id, %s, %s FROM links_link WHERE id = %s"
-)
-# After the counters in the same transaction, a link's counters row exists iff
-# the link does (a limited link's was made by take_limited_click), so the
-# narrow table answers "does it still exist?" instead of the wide one.
-DAILY_UPSERT = (
-    "INSERT INTO links_dailyclicks (link_id, day, count) "
-    "SELECT link_id, %s, %s FROM links_linkclicks WHERE link_id = %s "
-    "ON CONFLICT (link_id, day) DO UPDATE SET count = links_dailyclicks.count + excluded.count"
-)
+
+
+class CounterRow(NamedTuple):
+    """What a flush adds to one link's counters for one day of clicks."""
+
+    link_id: int
+    clicks: int  # to the link's total
+    last_clicked_at: str | None
+    day: str
+    day_clicks: int
+    first_of_link: bool
+
+
+def counter_rows(batch: Tally) -> list[CounterRow]:
+    """One row per link and day, in that order: B-tree pages are visited once
+    each, in sequence (measured: about a third faster for batches spread over
+    many links), and a link's days arrive oldest first. The total and the last
+    click go with a link's first row; a limited link has none (the database
+    took its clicks: services.take_limited_click)."""
+    as_db_datetime = connection.ops.adapt_datetimefield_value
+    rows: list[CounterRow] = []
+    for link_id, day, day_clicks in sorted(
+        (link_id, day, clicks) for day, of_day in batch.per_day.items() for link_id, clicks in of_day.items()
+    ):
+        first_of_link = not rows or rows[-1].link_id != link_id
+        moment = batch.last_clicked.get(link_id) if first_of_link else None
+        last_clicked_at = None if moment is None else as_db_datetime(datetime.fromtimestamp(moment, UTC))
+        rows.append(
+            CounterRow(
+                link_id=link_id,
+                clicks=batch.clicks.get(link_id, 0) if first_of_link else 0,
+                last_clicked_at=last_clicked_at,
+                day=day.isoformat(),
+                day_clicks=day_clicks,
+                first_of_link=first_of_link,
+            )
+        )
+    return rows
 
 
 def _write_batch(batch: Tally) -> None:
-    as_db_datetime = connection.ops.adapt_datetimefield_value
-    # In key order, so the B-tree pages are visited once each, in sequence
-    # (measured: about a third faster for batches spread over many links).
-    counted = [
-        (link_id, clicks, as_db_datetime(datetime.fromtimestamp(batch.last_clicked[link_id], UTC)))
-        for link_id, clicks in sorted(batch.clicks.items())
-    ]
-    daily_rows = [
-        (day.isoformat(), clicks, link_id)
-        for link_id, day, clicks in sorted(
-            (link_id, day, clicks)
-            for day, of_day in batch.per_day.items()
-            for link_id, clicks in of_day.items()
-        )
-    ]
+    rows = counter_rows(batch)
     with transaction.atomic(), connection.cursor() as cursor:
         if connection.vendor == "sqlite":
-            cursor.execute(COUNTERS_PRESENT, [json.dumps([link_id for link_id, _, _ in counted])])
+            cursor.execute(COUNTERS_PRESENT, [json.dumps([row.link_id for row in rows if row.first_of_link])])
             present = {link_id for (link_id,) in cursor.fetchall()}
+            # A link's first row makes its counters row, unless it has one; every other row updates it.
+            made = [row for row in rows if row.first_of_link and row.link_id not in present]
             cursor.executemany(
-                COUNTER_UPDATE, [(n, at, at, link_id) for link_id, n, at in counted if link_id in present]
+                COUNTER_INSERT, [(r.clicks, r.last_clicked_at, r.day, r.day_clicks, r.link_id) for r in made]
             )
             cursor.executemany(
-                COUNTER_INSERT, [(n, at, link_id) for link_id, n, at in counted if link_id not in present]
+                COUNTER_UPDATE,
+                [
+                    (
+                        r.clicks,
+                        r.last_clicked_at,
+                        r.last_clicked_at,
+                        r.day,
+                        r.day_clicks,
+                        r.day_clicks,
+                        r.day,
+                        r.link_id,
+                    )
+                    for r in rows
+                    if not (r.first_of_link and r.link_id not in present)
+                ],
             )
         else:
-            cursor.executemany(COUNTER_UPSERT, [(n, at, link_id) for link_id, n, at in counted])
-        cursor.executemany(DAILY_UPSERT, daily_rows)
+            cursor.executemany(
+                COUNTER_UPSERT, [(r.clicks, r.last_clicked_at, r.day, r.day_clicks, r.link_id) for r in rows]
+            )
 
 
 click_counter = ClickCounter()

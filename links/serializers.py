@@ -3,7 +3,7 @@ from django.utils import timezone
 from rest_framework import serializers
 
 from links.destinations import INVALID_URL, normalize_destination
-from links.models import MAX_CLICK_LIMIT, DailyClicks, Link, LinkStatus
+from links.models import MAX_CLICK_LIMIT, Link, LinkStatus
 from links.selectors import build_short_url
 from links.slugs import validate_slug
 
@@ -94,10 +94,11 @@ class ErrorSerializer(serializers.Serializer):
     fields = serializers.DictField(required=False)
 
 
-class DailyClicksSerializer(serializers.ModelSerializer):
-    class Meta:
-        model = DailyClicks
-        fields = ["day", "count"]
+class DailyClicksSerializer(serializers.Serializer):
+    """One day of Link.clicks_per_day."""
+
+    day = serializers.DateField(read_only=True)
+    count = serializers.IntegerField(read_only=True, min_value=0)
 
 
 class LinkSummarySerializer(serializers.ModelSerializer):
@@ -126,7 +127,7 @@ class LinkSummarySerializer(serializers.ModelSerializer):
 
 
 class LinkDetailSerializer(LinkSummarySerializer):
-    daily_clicks = DailyClicksSerializer(many=True, read_only=True)
+    daily_clicks = DailyClicksSerializer(many=True, read_only=True, source="clicks_per_day")
     expires_at = FutureDateTimeField(required=False, allow_null=True)
     max_clicks = ClickLimitField(required=False, allow_null=True)
 

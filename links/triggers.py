@@ -1,4 +1,7 @@
-"""The database triggers behind cache invalidation: any change to a link that
+"""The database triggers behind cache invalidation, and the one that moves a
+link's day of clicks out of its counters row.
+
+Invalidation: any change to a link that
 could change a redirect bumps `links_linktableversion` inside the writer's own
 transaction, whatever wrote it (the ORM, the admin, raw SQL, a migration,
 another process). On PostgreSQL the bump also NOTIFYs every replica's listener
@@ -68,18 +71,72 @@ DROP = {
 }
 
 
-def install(connection) -> None:
-    """Create (or re-create) the triggers and make sure the version row exists."""
-    statements = {"sqlite": SQLITE, "postgresql": POSTGRESQL}[connection.vendor]
+# A counters row (models.LinkClicks) keeps the clicks of its latest day; when a
+# write gives it another day (a flush with the next day's clicks, or a late
+# flush with an earlier day's), the count it held is added to that day's
+# DailyClicks row first, in the same statement, whatever wrote it. Installed by
+# migration 0004 (it names that migration's columns) and after every `migrate`.
+_MOVE_DAY = (
+    "INSERT INTO links_dailyclicks (link_id, day, count) "
+    "VALUES (OLD.link_id, OLD.latest_day, OLD.latest_day_clicks) "
+    "ON CONFLICT (link_id, day) DO UPDATE SET count = links_dailyclicks.count + excluded.count"
+)
+_DAY_CHANGED = (
+    "OLD.latest_day IS NOT NULL AND OLD.latest_day_clicks > 0 AND OLD.latest_day IS NOT NEW.latest_day"
+)
+DAY_MOVED = {
+    "sqlite": [
+        "CREATE TRIGGER IF NOT EXISTS links_linkclicks_day_moved AFTER UPDATE OF latest_day "
+        f"ON links_linkclicks WHEN {_DAY_CHANGED} BEGIN {_MOVE_DAY}; END",
+    ],
+    "postgresql": [
+        "CREATE OR REPLACE FUNCTION links_linkclicks_move_day() RETURNS trigger AS $$ "
+        f"BEGIN {_MOVE_DAY}; RETURN NULL; END $$ LANGUAGE plpgsql",
+        "CREATE OR REPLACE TRIGGER links_linkclicks_day_moved AFTER UPDATE OF latest_day ON links_linkclicks "
+        f"FOR EACH ROW WHEN ({_DAY_CHANGED.replace(' IS NOT NEW', ' IS DISTINCT FROM NEW')}) "
+        "EXECUTE FUNCTION links_linkclicks_move_day()",
+    ],
+}
+DROP_DAY_MOVED = {
+    "sqlite": ["DROP TRIGGER IF EXISTS links_linkclicks_day_moved"],
+    "postgresql": [
+        "DROP TRIGGER IF EXISTS links_linkclicks_day_moved ON links_linkclicks",
+        "DROP FUNCTION IF EXISTS links_linkclicks_move_day()",
+    ],
+}
+
+
+def install_day_moved(connection) -> None:
+    _execute(connection, DAY_MOVED[connection.vendor])
+
+
+def uninstall_day_moved(connection) -> None:
+    _execute(connection, DROP_DAY_MOVED[connection.vendor])
+
+
+def counters_keep_a_day(connection) -> bool:
+    """Whether migration 0004's columns are there (not when migrating backwards past it)."""
+    if "links_linkclicks" not in connection.introspection.table_names():
+        return False
+    with connection.cursor() as cursor:
+        columns = connection.introspection.get_table_description(cursor, "links_linkclicks")
+    return any(column.name == "latest_day" for column in columns)
+
+
+def _execute(connection, statements: list[str]) -> None:
     with connection.cursor() as cursor:
         for statement in statements:
             cursor.execute(statement)
+
+
+def install(connection) -> None:
+    """Create (or re-create) the triggers and make sure the version row exists."""
+    _execute(connection, {"sqlite": SQLITE, "postgresql": POSTGRESQL}[connection.vendor])
+    with connection.cursor() as cursor:
         cursor.execute(
             "INSERT INTO links_linktableversion (id, version) VALUES (1, 0) ON CONFLICT (id) DO NOTHING"
         )
 
 
 def uninstall(connection) -> None:
-    with connection.cursor() as cursor:
-        for statement in DROP[connection.vendor]:
-            cursor.execute(statement)
+    _execute(connection, DROP[connection.vendor])

@@ -1,8 +1,10 @@
 """Click counters apart from the link rows (models.LinkClicks, migration 0003):
 written by the flush and by take_limited_click, read through Link.clicks, gone
 with their link, exact for limited links under concurrent takers, moved by the
-migration both ways. On a real SQLite file, and again on PostgreSQL
-(scripts/with_postgres.sh)."""
+migration both ways. A link's latest day of clicks kept in its counters row
+(migration 0004), moved to DailyClicks by the database when another day's
+clicks arrive, read through Link.clicks_per_day. On a real SQLite file, and
+again on PostgreSQL (scripts/with_postgres.sh)."""
 
 import asyncio
 import gc
@@ -50,7 +52,11 @@ def test_the_flush_writes_the_counters_row_not_the_link_row_and_it_follows_delet
     assert row.clicks == 4 and row.last_clicked_at is not None
     loaded = Link.objects.get(pk=link.pk)
     assert (loaded.clicks, loaded.last_clicked_at) == (4, row.last_clicked_at)
-    assert DailyClicks.objects.get(link=link).count == 4
+    # The day's count is kept in the same row: no daily row is written within a day.
+    today = timezone.now().date()
+    assert (row.latest_day, row.latest_day_clicks) == (today, 4)
+    assert not DailyClicks.objects.exists()
+    assert loaded.clicks_per_day == [(today, 4)]
     link.delete()
     assert not LinkClicks.objects.exists()
     assert not DailyClicks.objects.exists()
@@ -67,7 +73,12 @@ def test_one_flush_mixes_counted_links_first_clicks_and_deleted_links():
     gone.delete()
     assert counter.flush() == 4  # all taken from the tally, the deleted link's dropped
     assert dict(LinkClicks.objects.values_list("link_id", "clicks")) == {counted.pk: 7, first.pk: 1}
-    assert dict(DailyClicks.objects.values_list("link_id", "count")) == {counted.pk: 2, first.pk: 1}
+    assert dict(LinkClicks.objects.values_list("link_id", "latest_day_clicks")) == {
+        counted.pk: 2,
+        first.pk: 1,
+    }
+    today = timezone.now().date()
+    assert [link.clicks_per_day for link in Link.objects.order_by("pk")] == [[(today, 2)], [(today, 1)]]
 
 
 def test_a_later_click_written_first_keeps_the_latest_time():
@@ -91,10 +102,78 @@ def test_clicks_either_side_of_midnight_utc_count_on_their_own_days():
         counter.record(link.pk, at=at)
     counter.record(link.pk, at=midnight - timedelta(microseconds=1), already_counted=True)
     counter.flush()
-    days = dict(DailyClicks.objects.filter(link=link).values_list("day", "count"))
-    assert days == {date(2026, 11, 29): 2, date(2026, 11, 30): 3}
     link = Link.objects.get(pk=link.pk)
+    assert link.clicks_per_day == [(date(2026, 11, 30), 3), (date(2026, 11, 29), 2)]
     assert (link.clicks, link.last_clicked_at) == (4, last)
+    # One flush, two days: the newer is kept in the counters row, the older moved out.
+    assert list(DailyClicks.objects.values_list("day", "count")) == [(date(2026, 11, 29), 2)]
+    assert (link.counter.latest_day, link.counter.latest_day_clicks) == (date(2026, 11, 30), 3)
+
+
+def test_the_next_days_clicks_move_the_day_the_counters_kept_into_daily_clicks():
+    link, _ = shorten_url(url="https://example.com/next-day")
+    monday = datetime(2026, 11, 30, 12, tzinfo=UTC)
+    counter = ClickCounter()
+    for day, clicks in ((0, 3), (1, 2), (1, 1), (3, 4)):  # one flush each
+        for _ in range(clicks):
+            counter.record(link.pk, at=monday + timedelta(days=day))
+        counter.flush()
+    link = Link.objects.get(pk=link.pk)
+    assert link.clicks == 10
+    assert link.clicks_per_day == [
+        (date(2026, 12, 3), 4),
+        (date(2026, 12, 1), 3),
+        (date(2026, 11, 30), 3),
+    ]
+    assert list(DailyClicks.objects.order_by("day").values_list("day", "count")) == [
+        (date(2026, 11, 30), 3),
+        (date(2026, 12, 1), 3),
+    ]
+
+
+def test_a_late_flush_of_an_earlier_day_counts_on_that_day():
+    # Another worker flushes clicks of before midnight after this one has
+    # written the new day's: the kept day goes back and forth, nothing is lost.
+    link, _ = shorten_url(url="https://example.com/late")
+    midnight = datetime(2026, 12, 1, tzinfo=UTC)
+    early, late = ClickCounter(), ClickCounter()
+    early.record(link.pk, at=midnight + timedelta(seconds=1))
+    early.record(link.pk, at=midnight + timedelta(seconds=2))
+    late.record(link.pk, at=midnight - timedelta(seconds=1))
+    early.flush()
+    late.flush()
+    early.record(link.pk, at=midnight + timedelta(seconds=3))
+    early.flush()
+    link = Link.objects.get(pk=link.pk)
+    assert link.clicks_per_day == [(date(2026, 12, 1), 3), (date(2026, 11, 30), 1)]
+    assert (link.clicks, link.last_clicked_at) == (4, midnight + timedelta(seconds=3))
+
+
+def test_any_writer_that_changes_the_kept_day_has_its_count_moved():
+    # The database's trigger, not the flush, moves the count: raw SQL too.
+    link, _ = shorten_url(url="https://example.com/raw-writer")
+    DailyClicks.objects.create(link=link, day=date(2026, 11, 29), count=5)
+    LinkClicks.objects.create(link=link, clicks=7, latest_day=date(2026, 11, 29), latest_day_clicks=2)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE links_linkclicks SET latest_day = %s, latest_day_clicks = 1 WHERE link_id = %s",
+            [date(2026, 11, 30), link.pk],
+        )
+        # Another column written: nothing moves.
+        cursor.execute("UPDATE links_linkclicks SET clicks = clicks + 1 WHERE link_id = %s", [link.pk])
+    assert dict(DailyClicks.objects.values_list("day", "count")) == {date(2026, 11, 29): 7}
+    assert Link.objects.get(pk=link.pk).clicks_per_day == [(date(2026, 11, 30), 1), (date(2026, 11, 29), 7)]
+
+
+def test_a_daily_row_for_the_kept_day_adds_to_it():
+    # Written before migration 0004, or by another writer: both are that day's clicks.
+    link, _ = shorten_url(url="https://example.com/both-places")
+    today = date(2026, 11, 30)
+    DailyClicks.objects.create(link=link, day=today, count=5)
+    LinkClicks.objects.create(link=link, clicks=7, latest_day=today, latest_day_clicks=2)
+    assert Link.objects.get(pk=link.pk).clicks_per_day == [(today, 7)]
+    never, _ = shorten_url(url="https://example.com/never-clicked")
+    assert never.clicks_per_day == []
 
 
 def test_the_tally_gives_the_cyclic_collector_nothing_to_walk():
@@ -205,9 +284,13 @@ def test_the_migration_moves_counts_into_the_counters_table_and_back():
             )
         executor.loader.build_graph()
         executor.migrate([("links", "0003_link_clicks_apart")])
-        assert Link.objects.get(slug="moved1").clicks == 7
-        assert Link.objects.get(slug="moved1").last_clicked_at is not None
-        assert list(LinkClicks.objects.values_list("link__slug", flat=True)) == ["moved1"]
+        # The models of today name later columns: read as 0003 left the table.
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT l.slug, c.clicks, c.last_clicked_at IS NOT NULL "
+                "FROM links_linkclicks c JOIN links_link l ON l.id = c.link_id"
+            )
+            assert [tuple(row) for row in cursor.fetchall()] == [("moved1", 7, True)]
         executor.loader.build_graph()
         executor.migrate([("links", "0002_link_state")])
         with connection.cursor() as cursor:
@@ -217,3 +300,54 @@ def test_the_migration_moves_counts_into_the_counters_table_and_back():
         executor.loader.build_graph()
         executor.migrate(executor.loader.graph.leaf_nodes())
         emit_post_migrate_signal(verbosity=0, interactive=False, db=connection.alias)
+
+
+def counters_table_sql() -> str:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT sql FROM sqlite_master WHERE name = 'links_linkclicks'")
+        return cursor.fetchone()[0]
+
+
+def test_migration_0004_keeps_days_in_the_counters_and_moves_them_back():
+    link, _ = shorten_url(url="https://example.com/kept-day")
+    DailyClicks.objects.create(link=link, day=date(2026, 11, 28), count=4)
+    DailyClicks.objects.create(link=link, day=date(2026, 11, 29), count=1)
+    LinkClicks.objects.create(link=link, clicks=9, latest_day=date(2026, 11, 29), latest_day_clicks=3)
+    if connection.vendor == "sqlite":
+        # Added in place: the key is still the table's rowid (migration 0003).
+        assert '"link_id" integer NOT NULL PRIMARY KEY' in counters_table_sql()
+    executor = MigrationExecutor(connection)
+    executor.migrate([("links", "0003_link_clicks_apart")])
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT day, count FROM links_dailyclicks ORDER BY day")
+            days = [(str(day), count) for day, count in cursor.fetchall()]
+        assert days == [("2026-11-28", 4), ("2026-11-29", 4)]
+        with connection.cursor() as cursor:
+            columns = connection.introspection.get_table_description(cursor, "links_linkclicks")
+        assert {column.name for column in columns} == {"link_id", "clicks", "last_clicked_at"}
+        # The day's trigger went with its columns: counters written as 0003 wrote them.
+        with connection.cursor() as cursor:
+            cursor.execute("UPDATE links_linkclicks SET clicks = clicks + 1 WHERE link_id = %s", [link.pk])
+    finally:
+        executor.loader.build_graph()
+        executor.migrate(executor.loader.graph.leaf_nodes())
+        emit_post_migrate_signal(verbosity=0, interactive=False, db=connection.alias)
+    link = Link.objects.get(pk=link.pk)
+    assert (link.clicks, link.clicks_per_day) == (10, [(date(2026, 11, 29), 4), (date(2026, 11, 28), 4)])
+    assert (link.counter.latest_day, link.counter.latest_day_clicks) == (None, 0)
+    if connection.vendor == "sqlite":
+        # Columns dropped and added in place both ways: still the rowid.
+        assert '"link_id" integer NOT NULL PRIMARY KEY' in counters_table_sql()
+    # Forward again, the trigger is back: the next day's clicks move the one kept.
+    counter = ClickCounter()
+    counter.record(link.pk, at=datetime(2026, 11, 30, tzinfo=UTC))
+    counter.flush()
+    counter.record(link.pk, at=datetime(2026, 12, 1, tzinfo=UTC))
+    counter.flush()
+    assert Link.objects.get(pk=link.pk).clicks_per_day[:3] == [
+        (date(2026, 12, 1), 1),
+        (date(2026, 11, 30), 1),
+        (date(2026, 11, 29), 4),
+    ]
+    assert DailyClicks.objects.filter(day=date(2026, 11, 30)).get().count == 1

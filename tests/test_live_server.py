@@ -79,11 +79,13 @@ BROWSER = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko
 
 
 def stored_clicks(site, slug) -> tuple[int, int]:
-    """(the link's clicks, sum of daily counts) as the database has them."""
+    """(the link's clicks, sum of daily counts) as the database has them: the
+    daily rows and the day the counters row keeps (models.LinkClicks)."""
     clicks = site.clicks(slug)
     [(daily,)] = site.query(
-        "SELECT COALESCE(SUM(count), 0) FROM links_dailyclicks d JOIN links_link l ON l.id = d.link_id "
-        "WHERE l.slug = %s",
+        "SELECT COALESCE((SELECT SUM(count) FROM links_dailyclicks d WHERE d.link_id = l.id), 0) "
+        "+ COALESCE((SELECT latest_day_clicks FROM links_linkclicks c WHERE c.link_id = l.id), 0) "
+        "FROM links_link l WHERE l.slug = %s",
         (slug,),
     )
     return clicks, int(daily)
