@@ -116,7 +116,7 @@ def clicks_chart(*, link: Link, today) -> str:
     """Clicks per UTC day for the last CHART_DAYS days as an SVG bar chart,
     drawn here (no JavaScript), with the numbers as a table beside it."""
     first = today - timedelta(days=CHART_DAYS - 1)
-    counts = {day: count for day, count in link.clicks_per_day if first <= day <= today}
+    counts = {day: count for day, count in link.clicks_per_day(since=first) if day <= today}
     days = [first + timedelta(days=n) for n in range(CHART_DAYS)]
     top = max([*counts.values(), 1])
     bar, gap, height, left, bottom = 16, 4, 120, 40, 24

@@ -141,14 +141,25 @@ class Link(models.Model):
         except LinkClicks.DoesNotExist:
             return None
 
-    @property
-    def clicks_per_day(self) -> list["DayClicks"]:
-        """Clicks per UTC day, newest first: the DailyClicks rows (prefetch
-        them for many links) with the day the counters row keeps added."""
-        counts = {row.day: row.count for row in self.daily_clicks.all()} if self.pk is not None else {}
-        counter = self._counter()
-        if counter is not None and counter.latest_day is not None and counter.latest_day_clicks:
-            counts[counter.latest_day] = counts.get(counter.latest_day, 0) + counter.latest_day_clicks
+    def clicks_per_day(self, *, since: date | None = None) -> list["DayClicks"]:
+        """Clicks per UTC day, newest first (from `since` on): the DailyClicks
+        rows and the day the counters row keeps, read in one statement and so
+        in one snapshot. Two reads could straddle the trigger that moves the
+        kept day into DailyClicks (links/triggers.py), and count that day twice
+        or not at all."""
+        if self.pk is None:
+            return []
+        daily = DailyClicks.objects.filter(link=self).order_by().values_list("day", "count")
+        kept = (
+            LinkClicks.objects.filter(link=self, latest_day__isnull=False, latest_day_clicks__gt=0)
+            .order_by()
+            .values_list("latest_day", "latest_day_clicks")
+        )
+        if since is not None:
+            daily, kept = daily.filter(day__gte=since), kept.filter(latest_day__gte=since)
+        counts: dict[date, int] = {}
+        for day, count in daily.union(kept, all=True):
+            counts[day] = counts.get(day, 0) + count
         return [DayClicks(day=day, count=count) for day, count in sorted(counts.items(), reverse=True)]
 
     @property
@@ -184,7 +195,7 @@ class LinkClicks(models.Model):
     # their own: one row written per clicked link, not two (docs/performance.md,
     # 2026-11-29, night). A flush that brings another day's clicks has the
     # database move this count into DailyClicks first (links/triggers.py,
-    # DAY_MOVED). Read through Link.clicks_per_day.
+    # DAY_MOVED; a writer sets the two together). Read through Link.clicks_per_day.
     latest_day = models.DateField(null=True, blank=True)
     # A default in the database too: take_limited_click makes rows in SQL.
     latest_day_clicks = models.PositiveBigIntegerField(default=0, db_default=0)

@@ -97,8 +97,9 @@ class ErrorSerializer(serializers.Serializer):
 class DailyClicksSerializer(serializers.Serializer):
     """One day of Link.clicks_per_day."""
 
-    day = serializers.DateField(read_only=True)
-    count = serializers.IntegerField(read_only=True, min_value=0)
+    day = serializers.DateField()
+    # The range of the column it sums (a PositiveBigIntegerField), as the schema had it.
+    count = serializers.IntegerField(min_value=0, max_value=2**63 - 1)
 
 
 class LinkSummarySerializer(serializers.ModelSerializer):

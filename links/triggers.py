@@ -73,9 +73,16 @@ DROP = {
 
 # A counters row (models.LinkClicks) keeps the clicks of its latest day; when a
 # write gives it another day (a flush with the next day's clicks, or a late
-# flush with an earlier day's), the count it held is added to that day's
-# DailyClicks row first, in the same statement, whatever wrote it. Installed by
-# migration 0004 (it names that migration's columns) and after every `migrate`.
+# flush with an earlier day's), the count it held is then added to that day's
+# DailyClicks row, within the same statement, whatever wrote it (a writer sets
+# latest_day and latest_day_clicks together). Installed by migration 0004 (it
+# names that migration's columns) and after every `migrate`.
+#
+# A later migration that rebuilds links_dailyclicks on SQLite (Django's way of
+# altering most columns there) must drop this trigger first
+# (uninstall_day_moved): with legacy_alter_table off, as Django sets it, the
+# rebuild's final rename fails while a trigger names the table it dropped.
+# post_migrate (links/apps.py) puts it back.
 _MOVE_DAY = (
     "INSERT INTO links_dailyclicks (link_id, day, count) "
     "VALUES (OLD.link_id, OLD.latest_day, OLD.latest_day_clicks) "

@@ -164,7 +164,7 @@ class LinkListView(ManagementAPIMixin, generics.ListAPIView):
     ),
 )
 class LinkDetailView(ManagementAPIMixin, generics.RetrieveUpdateDestroyAPIView):
-    queryset = Link.objects.prefetch_related("daily_clicks")
+    queryset = Link.objects.all()
     serializer_class = LinkDetailSerializer
     http_method_names = ["get", "patch", "delete", "head", "options"]
 

@@ -12,6 +12,7 @@ import threading
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
+from django.core.management import call_command
 from django.core.management.sql import emit_post_migrate_signal
 from django.db import connection, connections
 from django.db.migrations.executor import MigrationExecutor
@@ -56,7 +57,7 @@ def test_the_flush_writes_the_counters_row_not_the_link_row_and_it_follows_delet
     today = timezone.now().date()
     assert (row.latest_day, row.latest_day_clicks) == (today, 4)
     assert not DailyClicks.objects.exists()
-    assert loaded.clicks_per_day == [(today, 4)]
+    assert loaded.clicks_per_day() == [(today, 4)]
     link.delete()
     assert not LinkClicks.objects.exists()
     assert not DailyClicks.objects.exists()
@@ -78,7 +79,7 @@ def test_one_flush_mixes_counted_links_first_clicks_and_deleted_links():
         first.pk: 1,
     }
     today = timezone.now().date()
-    assert [link.clicks_per_day for link in Link.objects.order_by("pk")] == [[(today, 2)], [(today, 1)]]
+    assert [link.clicks_per_day() for link in Link.objects.order_by("pk")] == [[(today, 2)], [(today, 1)]]
 
 
 def test_a_later_click_written_first_keeps_the_latest_time():
@@ -103,7 +104,7 @@ def test_clicks_either_side_of_midnight_utc_count_on_their_own_days():
     counter.record(link.pk, at=midnight - timedelta(microseconds=1), already_counted=True)
     counter.flush()
     link = Link.objects.get(pk=link.pk)
-    assert link.clicks_per_day == [(date(2026, 11, 30), 3), (date(2026, 11, 29), 2)]
+    assert link.clicks_per_day() == [(date(2026, 11, 30), 3), (date(2026, 11, 29), 2)]
     assert (link.clicks, link.last_clicked_at) == (4, last)
     # One flush, two days: the newer is kept in the counters row, the older moved out.
     assert list(DailyClicks.objects.values_list("day", "count")) == [(date(2026, 11, 29), 2)]
@@ -120,7 +121,7 @@ def test_the_next_days_clicks_move_the_day_the_counters_kept_into_daily_clicks()
         counter.flush()
     link = Link.objects.get(pk=link.pk)
     assert link.clicks == 10
-    assert link.clicks_per_day == [
+    assert link.clicks_per_day() == [
         (date(2026, 12, 3), 4),
         (date(2026, 12, 1), 3),
         (date(2026, 11, 30), 3),
@@ -145,7 +146,7 @@ def test_a_late_flush_of_an_earlier_day_counts_on_that_day():
     early.record(link.pk, at=midnight + timedelta(seconds=3))
     early.flush()
     link = Link.objects.get(pk=link.pk)
-    assert link.clicks_per_day == [(date(2026, 12, 1), 3), (date(2026, 11, 30), 1)]
+    assert link.clicks_per_day() == [(date(2026, 12, 1), 3), (date(2026, 11, 30), 1)]
     assert (link.clicks, link.last_clicked_at) == (4, midnight + timedelta(seconds=3))
 
 
@@ -159,10 +160,83 @@ def test_any_writer_that_changes_the_kept_day_has_its_count_moved():
             "UPDATE links_linkclicks SET latest_day = %s, latest_day_clicks = 1 WHERE link_id = %s",
             [date(2026, 11, 30), link.pk],
         )
-        # Another column written: nothing moves.
-        cursor.execute("UPDATE links_linkclicks SET clicks = clicks + 1 WHERE link_id = %s", [link.pk])
+        # The same day written again: nothing moves.
+        cursor.execute(
+            "UPDATE links_linkclicks SET latest_day = latest_day, latest_day_clicks = latest_day_clicks + 1 "
+            "WHERE link_id = %s",
+            [link.pk],
+        )
     assert dict(DailyClicks.objects.values_list("day", "count")) == {date(2026, 11, 29): 7}
-    assert Link.objects.get(pk=link.pk).clicks_per_day == [(date(2026, 11, 30), 1), (date(2026, 11, 29), 7)]
+    assert Link.objects.get(pk=link.pk).clicks_per_day() == [(date(2026, 11, 30), 2), (date(2026, 11, 29), 7)]
+
+
+def test_a_days_clicks_are_read_in_one_statement(django_assert_num_queries):
+    # One snapshot: the kept day cannot move into DailyClicks between two reads.
+    link, _ = shorten_url(url="https://example.com/one-read")
+    DailyClicks.objects.create(link=link, day=date(2026, 11, 29), count=5)
+    DailyClicks.objects.create(link=link, day=date(2026, 10, 1), count=8)
+    LinkClicks.objects.create(link=link, clicks=7, latest_day=date(2026, 11, 30), latest_day_clicks=2)
+    with django_assert_num_queries(1):
+        assert link.clicks_per_day() == [
+            (date(2026, 11, 30), 2),
+            (date(2026, 11, 29), 5),
+            (date(2026, 10, 1), 8),
+        ]
+    with django_assert_num_queries(1):
+        assert link.clicks_per_day(since=date(2026, 11, 29)) == [
+            (date(2026, 11, 30), 2),
+            (date(2026, 11, 29), 5),
+        ]
+
+
+def test_a_limited_link_clicked_across_midnight_counts_each_day_once():
+    limited, _ = shorten_url(url="https://example.com/limited-midnight", max_clicks=10)
+    midnight = datetime(2026, 12, 1, tzinfo=UTC)
+    assert take_limited_click(link_id=limited.pk) and take_limited_click(link_id=limited.pk)
+    counter = ClickCounter()
+    counter.record(limited.pk, at=midnight - timedelta(seconds=1), already_counted=True)
+    counter.record(limited.pk, at=midnight + timedelta(seconds=1), already_counted=True)
+    assert counter.flush() == 2
+    limited = Link.objects.get(pk=limited.pk)
+    assert limited.clicks == 2  # the database's, not added again
+    assert limited.clicks_per_day() == [(date(2026, 12, 1), 1), (date(2026, 11, 30), 1)]
+
+
+def test_flushes_of_different_days_at_once_lose_nothing():
+    # Workers (replicas, on PostgreSQL) flushing the same link at the same
+    # moment, one the day before midnight's clicks and one the day after's.
+    link, _ = shorten_url(url="https://example.com/racing-days")
+    midnight = datetime(2026, 12, 1, tzinfo=UTC)
+    rounds = 15
+    start = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def flusher(at: datetime):
+        counter = ClickCounter()
+        try:
+            for _ in range(rounds):
+                counter.record(link.pk, at=at)
+                counter.record(link.pk, at=at)
+                start.wait(timeout=30)
+                assert counter.flush() == 2
+        except BaseException as error:  # reported below, not lost in the thread
+            errors.append(error)
+            start.abort()
+        finally:
+            connections.close_all()
+
+    threads = [
+        threading.Thread(target=flusher, args=(at,))
+        for at in (midnight - timedelta(seconds=1), midnight + timedelta(seconds=1))
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    link = Link.objects.get(pk=link.pk)
+    assert link.clicks == 4 * rounds
+    assert link.clicks_per_day() == [(date(2026, 12, 1), 2 * rounds), (date(2026, 11, 30), 2 * rounds)]
 
 
 def test_a_daily_row_for_the_kept_day_adds_to_it():
@@ -171,9 +245,9 @@ def test_a_daily_row_for_the_kept_day_adds_to_it():
     today = date(2026, 11, 30)
     DailyClicks.objects.create(link=link, day=today, count=5)
     LinkClicks.objects.create(link=link, clicks=7, latest_day=today, latest_day_clicks=2)
-    assert Link.objects.get(pk=link.pk).clicks_per_day == [(today, 7)]
+    assert Link.objects.get(pk=link.pk).clicks_per_day() == [(today, 7)]
     never, _ = shorten_url(url="https://example.com/never-clicked")
-    assert never.clicks_per_day == []
+    assert never.clicks_per_day() == []
 
 
 def test_the_tally_gives_the_cyclic_collector_nothing_to_walk():
@@ -308,6 +382,16 @@ def counters_table_sql() -> str:
         return cursor.fetchone()[0]
 
 
+def day_moved_trigger_exists() -> bool:
+    query = {
+        "sqlite": "SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND name = %s",
+        "postgresql": "SELECT count(*) FROM pg_trigger WHERE tgname = %s",
+    }[connection.vendor]
+    with connection.cursor() as cursor:
+        cursor.execute(query, ["links_linkclicks_day_moved"])
+        return cursor.fetchone()[0] == 1
+
+
 def test_migration_0004_keeps_days_in_the_counters_and_moves_them_back():
     link, _ = shorten_url(url="https://example.com/kept-day")
     DailyClicks.objects.create(link=link, day=date(2026, 11, 28), count=4)
@@ -316,8 +400,11 @@ def test_migration_0004_keeps_days_in_the_counters_and_moves_them_back():
     if connection.vendor == "sqlite":
         # Added in place: the key is still the table's rowid (migration 0003).
         assert '"link_id" integer NOT NULL PRIMARY KEY' in counters_table_sql()
+    assert day_moved_trigger_exists()
+    # The command, as an operator runs it: its post_migrate handler (links/apps.py)
+    # must not put back a trigger on columns that are gone.
+    call_command("migrate", "links", "0003_link_clicks_apart", verbosity=0)
     executor = MigrationExecutor(connection)
-    executor.migrate([("links", "0003_link_clicks_apart")])
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT day, count FROM links_dailyclicks ORDER BY day")
@@ -326,26 +413,27 @@ def test_migration_0004_keeps_days_in_the_counters_and_moves_them_back():
         with connection.cursor() as cursor:
             columns = connection.introspection.get_table_description(cursor, "links_linkclicks")
         assert {column.name for column in columns} == {"link_id", "clicks", "last_clicked_at"}
-        # The day's trigger went with its columns: counters written as 0003 wrote them.
-        with connection.cursor() as cursor:
-            cursor.execute("UPDATE links_linkclicks SET clicks = clicks + 1 WHERE link_id = %s", [link.pk])
+        assert not day_moved_trigger_exists()
+        executor.migrate(executor.loader.graph.leaf_nodes())
+        # The migration itself puts the trigger in, before any post_migrate handler.
+        assert day_moved_trigger_exists()
     finally:
         executor.loader.build_graph()
         executor.migrate(executor.loader.graph.leaf_nodes())
         emit_post_migrate_signal(verbosity=0, interactive=False, db=connection.alias)
     link = Link.objects.get(pk=link.pk)
-    assert (link.clicks, link.clicks_per_day) == (10, [(date(2026, 11, 29), 4), (date(2026, 11, 28), 4)])
+    assert (link.clicks, link.clicks_per_day()) == (9, [(date(2026, 11, 29), 4), (date(2026, 11, 28), 4)])
     assert (link.counter.latest_day, link.counter.latest_day_clicks) == (None, 0)
     if connection.vendor == "sqlite":
         # Columns dropped and added in place both ways: still the rowid.
         assert '"link_id" integer NOT NULL PRIMARY KEY' in counters_table_sql()
-    # Forward again, the trigger is back: the next day's clicks move the one kept.
+    # Forward again: the next day's clicks move the one kept.
     counter = ClickCounter()
     counter.record(link.pk, at=datetime(2026, 11, 30, tzinfo=UTC))
     counter.flush()
     counter.record(link.pk, at=datetime(2026, 12, 1, tzinfo=UTC))
     counter.flush()
-    assert Link.objects.get(pk=link.pk).clicks_per_day[:3] == [
+    assert Link.objects.get(pk=link.pk).clicks_per_day()[:3] == [
         (date(2026, 12, 1), 1),
         (date(2026, 11, 30), 1),
         (date(2026, 11, 29), 4),

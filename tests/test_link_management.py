@@ -165,7 +165,7 @@ def test_clicks_are_counted_in_batches_with_daily_totals(client):
     link.refresh_from_db()
     assert link.clicks == 5
     assert link.last_clicked_at is not None
-    assert link.clicks_per_day == [(timezone.now().date(), 5)]
+    assert link.clicks_per_day() == [(timezone.now().date(), 5)]
 
 
 @pytest.mark.parametrize(

@@ -328,8 +328,9 @@ def test_adding_a_url_that_has_its_link_opens_that_link(staff_client, client):
 
 def test_the_change_page_shows_the_short_url_qr_code_and_clicks_per_day(staff_client):
     link = Link.objects.create(slug="chart1", original_url="https://example.com/chart")
-    LinkClicks.objects.create(link=link, clicks=9)
     today = timezone.now().date()
+    # Today's clicks as the flush keeps them (in the counters row), with a daily row for today too.
+    LinkClicks.objects.create(link=link, clicks=12, latest_day=today, latest_day_clicks=3)
     DailyClicks.objects.create(link=link, day=today, count=4)
     DailyClicks.objects.create(link=link, day=today - timedelta(days=2), count=5)
     DailyClicks.objects.create(link=link, day=today - timedelta(days=40), count=100)  # outside the chart
@@ -338,7 +339,7 @@ def test_the_change_page_shows_the_short_url_qr_code_and_clicks_per_day(staff_cl
     assert "<title>QR code of http://testserver/chart1</title>" in page
     bars = re.findall(r'<rect class="bar" [^>]*data-day="([\d-]+)" data-count="(\d+)"', page)
     assert len(bars) == 30
-    assert bars[-1] == (today.isoformat(), "4")
+    assert bars[-1] == (today.isoformat(), "7")
     assert bars[-3] == ((today - timedelta(days=2)).isoformat(), "5")
-    assert sum(int(count) for _, count in bars) == 9
-    assert "9 click(s) in all; the most in one day: 5." in page
+    assert sum(int(count) for _, count in bars) == 12
+    assert "12 click(s) in all; the most in one day: 7." in page

@@ -375,7 +375,7 @@ def test_click_flush_keeps_the_tally_when_the_write_fails(link):
     assert counter.flush() == 3
     link.refresh_from_db()
     assert link.clicks == 3
-    assert link.clicks_per_day == [(timezone.now().date(), 3)]
+    assert link.clicks_per_day() == [(timezone.now().date(), 3)]
 
 
 def test_clicks_of_a_deleted_link_are_dropped(link):
