@@ -95,22 +95,20 @@ def flush_wide_daily_only(db, counters, daily):
 
 
 def flush_counters_keeping_the_day(db, counters, daily):
-    """links.clicks' own statements for SQLite (%s is sqlite3's ?), for a batch
-    of one day: the day's clicks kept in the counters row (migration 0004)."""
+    """links.clicks' own statements and parameters for SQLite (%s is sqlite3's
+    ?), for a batch of one day: the day's clicks kept in the counters row
+    (migration 0004)."""
     # Imported here: links.clicks reads the settings, and seeded_file() sets their environment first.
-    from links.clicks import COUNTER_INSERT, COUNTER_UPDATE, COUNTERS_PRESENT
+    from links.clicks import COUNTER_INSERT, COUNTER_UPDATE, COUNTERS_PRESENT, CounterRow
 
     (day,) = {day for day, _, _ in daily}
-    ids = json.dumps([link_id for _, _, link_id in counters])
+    rows = [CounterRow(link_id, n, at, day, n, first_of_link=True) for n, at, link_id in counters]
+    ids = json.dumps([row.link_id for row in rows])
     present = {link_id for (link_id,) in db.execute(COUNTERS_PRESENT.replace("%s", "?"), (ids,))}
-    db.executemany(
-        COUNTER_INSERT.replace("%s", "?"),
-        [(n, at, day, n, link_id) for n, at, link_id in counters if link_id not in present],
-    )
-    db.executemany(
-        COUNTER_UPDATE.replace("%s", "?"),
-        [(n, at, at, day, n, n, day, link_id) for n, at, link_id in counters if link_id in present],
-    )
+    made = [row.insert_params() for row in rows if row.link_id not in present]
+    db.executemany(COUNTER_INSERT.replace("%s", "?"), made)
+    updated = [row.update_params() for row in rows if row.link_id in present]
+    db.executemany(COUNTER_UPDATE.replace("%s", "?"), updated)
 
 
 # The flush before migration 0004: the counters rows, and the day's clicks in a

@@ -203,6 +203,15 @@ class CounterRow(NamedTuple):
     day_clicks: int
     first_of_link: bool
 
+    def insert_params(self) -> tuple:
+        """COUNTER_INSERT's and COUNTER_UPSERT's parameters."""
+        return (self.clicks, self.last_clicked_at, self.day, self.day_clicks, self.link_id)
+
+    def update_params(self) -> tuple:
+        """COUNTER_UPDATE's parameters."""
+        at, day, day_clicks = self.last_clicked_at, self.day, self.day_clicks
+        return (self.clicks, at, at, day, day_clicks, day_clicks, day, self.link_id)
+
 
 def counter_rows(batch: Tally) -> list[CounterRow]:
     """One row per link and day, in that order: B-tree pages are visited once
@@ -239,30 +248,17 @@ def _write_batch(batch: Tally) -> None:
             present = {link_id for (link_id,) in cursor.fetchall()}
             # A link's first row makes its counters row, unless it has one; every other row updates it.
             made = [row for row in rows if row.first_of_link and row.link_id not in present]
-            cursor.executemany(
-                COUNTER_INSERT, [(r.clicks, r.last_clicked_at, r.day, r.day_clicks, r.link_id) for r in made]
-            )
+            cursor.executemany(COUNTER_INSERT, [row.insert_params() for row in made])
             cursor.executemany(
                 COUNTER_UPDATE,
                 [
-                    (
-                        r.clicks,
-                        r.last_clicked_at,
-                        r.last_clicked_at,
-                        r.day,
-                        r.day_clicks,
-                        r.day_clicks,
-                        r.day,
-                        r.link_id,
-                    )
-                    for r in rows
-                    if not (r.first_of_link and r.link_id not in present)
+                    row.update_params()
+                    for row in rows
+                    if not (row.first_of_link and row.link_id not in present)
                 ],
             )
         else:
-            cursor.executemany(
-                COUNTER_UPSERT, [(r.clicks, r.last_clicked_at, r.day, r.day_clicks, r.link_id) for r in rows]
-            )
+            cursor.executemany(COUNTER_UPSERT, [row.insert_params() for row in rows])
 
 
 click_counter = ClickCounter()
