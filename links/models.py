@@ -235,8 +235,9 @@ class DayClicks(NamedTuple):
 
 
 class DailyClicks(models.Model):
-    """Clicks of one link on one UTC day, but for its latest day (kept in its
-    LinkClicks row until another day's clicks arrive): read Link.clicks_per_day."""
+    """Clicks of one link on one UTC day; for the link's latest day, its
+    LinkClicks row keeps a count of its own until another day's clicks arrive,
+    to be added to this one: read Link.clicks_per_day."""
 
     link = models.ForeignKey(Link, on_delete=models.CASCADE, related_name="daily_clicks")
     day = models.DateField()

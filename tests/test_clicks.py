@@ -58,6 +58,10 @@ def test_the_flush_writes_the_counters_row_not_the_link_row_and_it_follows_delet
     assert (row.latest_day, row.latest_day_clicks) == (today, 4)
     assert not DailyClicks.objects.exists()
     assert loaded.clicks_per_day() == [(today, 4)]
+    # A later day's click: the kept day moves into a daily row, which goes with the link too.
+    counter.record(link.pk, at=timezone.now() + timedelta(days=1))
+    counter.flush()
+    assert DailyClicks.objects.filter(link=link).count() == 1
     link.delete()
     assert not LinkClicks.objects.exists()
     assert not DailyClicks.objects.exists()
@@ -248,6 +252,7 @@ def test_a_daily_row_for_the_kept_day_adds_to_it():
     assert Link.objects.get(pk=link.pk).clicks_per_day() == [(today, 7)]
     never, _ = shorten_url(url="https://example.com/never-clicked")
     assert never.clicks_per_day() == []
+    assert Link(slug="unsaved", original_url="https://example.com/unsaved").clicks_per_day() == []
 
 
 def test_the_tally_gives_the_cyclic_collector_nothing_to_walk():

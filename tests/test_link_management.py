@@ -271,10 +271,16 @@ def test_detail_shows_statistics(api, client):
     for _ in range(3):
         visit(client, slug)
     click_counter.flush()
+    # An earlier day, moved out of the counters row: both places, newest first.
+    today = timezone.now().date()
+    DailyClicks.objects.create(link=Link.objects.get(slug=slug), day=today - timedelta(days=3), count=6)
     detail = api.get(f"/api/links/{slug}/").json()
     assert detail["clicks"] == 3
     assert detail["last_clicked_at"] is not None
-    assert detail["daily_clicks"] == [{"day": timezone.now().date().isoformat(), "count": 3}]
+    assert detail["daily_clicks"] == [
+        {"day": today.isoformat(), "count": 3},
+        {"day": (today - timedelta(days=3)).isoformat(), "count": 6},
+    ]
     assert detail["status"] == "active"
     assert detail["is_active"] is True
     assert detail["short_url"] == f"http://testserver/{slug}"
