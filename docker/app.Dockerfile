@@ -40,10 +40,15 @@ HEALTHCHECK --interval=5s --timeout=3s --start-period=30s --retries=3 \
 # No access log: nginx logs every request already, and uvicorn's halves the
 # redirect throughput (docs/benchmarks.md). links.protocol is uvicorn's own
 # HTTP protocol with plain redirects answered without an ASGI task
-# (docs/performance.md).
+# (docs/performance.md). Idle keep-alive connections are kept 75 s, longer than
+# nginx keeps its pooled ones (keepalive_timeout 60s, nginx/app-*.conf): nginx
+# closes an idle connection first, never the app under a request nginx is just
+# sending on it, which nginx cannot retry for a POST (a 502; uvicorn's default
+# of 5 s gave one in a CI run).
 ENV WEB_CONCURRENCY=1 \
     FORWARDED_ALLOW_IPS=127.0.0.1
 ENTRYPOINT ["/app/docker/app-entrypoint.sh"]
 CMD ["uvicorn", "shortener_site.asgi:application", "--host", "0.0.0.0", "--port", "8000", \
      "--http", "links.protocol:FastRedirectProtocol", \
-     "--proxy-headers", "--no-server-header", "--no-access-log", "--timeout-graceful-shutdown", "10"]
+     "--proxy-headers", "--no-server-header", "--no-access-log", "--timeout-graceful-shutdown", "10", \
+     "--timeout-keep-alive", "75"]

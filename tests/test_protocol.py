@@ -208,6 +208,18 @@ def test_the_image_serves_with_the_protocol_the_tests_run():
     assert f'"--http", "{PRODUCTION_HTTP_PROTOCOL}"' in dockerfile
 
 
+def test_nginx_closes_an_idle_pooled_connection_before_the_app_does():
+    # Otherwise the app may close one just as nginx sends a request on it, and
+    # nginx does not retry a POST elsewhere: a 502 (seen once in CI, uvicorn's
+    # default 5 s against nginx's 60 s).
+    dockerfile = (PROJECT_DIR / "docker" / "app.Dockerfile").read_text()
+    [app_seconds] = re.findall(r'"--timeout-keep-alive", "(\d+)"', dockerfile)
+    for upstream in ("app-socket.conf", "app-replicas.conf"):
+        config = (PROJECT_DIR / "nginx" / upstream).read_text()
+        [nginx_seconds] = re.findall(r"keepalive_timeout (\d+)s;", config)
+        assert int(nginx_seconds) < int(app_seconds), upstream
+
+
 class RequestsSeen:
     """What uvicorn is given to serve: the site's application behind an
     observer that notes each HTTP request reaching it the ASGI way. uvicorn's
