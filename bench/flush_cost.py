@@ -99,16 +99,15 @@ def flush_counters_keeping_the_day(db, counters, daily):
     ?), for a batch of one day: the day's clicks kept in the counters row
     (migration 0004)."""
     # Imported here: links.clicks reads the settings, and seeded_file() sets their environment first.
-    from links.clicks import COUNTER_INSERT, COUNTER_UPDATE, COUNTERS_PRESENT, CounterRow
+    from links.clicks import COUNTER_INSERT, COUNTER_UPDATE, COUNTERS_PRESENT, CounterRow, made_and_updated
 
     (day,) = {day for day, _, _ in daily}
     rows = [CounterRow(link_id, n, at, day, n, first_of_link=True) for n, at, link_id in counters]
     ids = json.dumps([row.link_id for row in rows])
     present = {link_id for (link_id,) in db.execute(COUNTERS_PRESENT.replace("%s", "?"), (ids,))}
-    made = [row.insert_params() for row in rows if row.link_id not in present]
-    db.executemany(COUNTER_INSERT.replace("%s", "?"), made)
-    updated = [row.update_params() for row in rows if row.link_id in present]
-    db.executemany(COUNTER_UPDATE.replace("%s", "?"), updated)
+    made, updated = made_and_updated(rows, present=present)
+    db.executemany(COUNTER_INSERT.replace("%s", "?"), [row.insert_params() for row in made])
+    db.executemany(COUNTER_UPDATE.replace("%s", "?"), [row.update_params() for row in updated])
 
 
 # The flush before migration 0004: the counters rows, and the day's clicks in a

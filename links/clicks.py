@@ -154,8 +154,8 @@ class ClickCounter:
 # Increments, not absolute values: other worker processes write too. Into the
 # narrow links_linkclicks table, not the wide link rows (models.LinkClicks): one
 # row per link and day of the batch, adding to the link's total and to the day
-# the row keeps (another day's clicks have the database move the count it held
-# into DailyClicks first: links/triggers.py, DAY_MOVED). A link's row is made at
+# the row keeps (when the day changes, the database moves the count the row
+# held into DailyClicks: links/triggers.py, DAY_MOVED). A link's row is made at
 # its first click; links deleted since their clicks were counted are skipped.
 # Names are qualified: PostgreSQL finds bare ones ambiguous (the row or
 # excluded).
@@ -240,23 +240,27 @@ def counter_rows(batch: Tally) -> list[CounterRow]:
     return rows
 
 
+def made_and_updated(
+    rows: list[CounterRow], *, present: set[int]
+) -> tuple[list[CounterRow], list[CounterRow]]:
+    """SQLite's flush: the rows that make a counters row (a link's first, unless
+    the link has one: `present`) and the rows that update one (all others, run
+    after the inserts)."""
+    made: list[CounterRow] = []
+    updated: list[CounterRow] = []
+    for row in rows:
+        (made if row.first_of_link and row.link_id not in present else updated).append(row)
+    return made, updated
+
+
 def _write_batch(batch: Tally) -> None:
     rows = counter_rows(batch)
     with transaction.atomic(), connection.cursor() as cursor:
         if connection.vendor == "sqlite":
             cursor.execute(COUNTERS_PRESENT, [json.dumps([row.link_id for row in rows if row.first_of_link])])
-            present = {link_id for (link_id,) in cursor.fetchall()}
-            # A link's first row makes its counters row, unless it has one; every other row updates it.
-            made = [row for row in rows if row.first_of_link and row.link_id not in present]
+            made, updated = made_and_updated(rows, present={link_id for (link_id,) in cursor.fetchall()})
             cursor.executemany(COUNTER_INSERT, [row.insert_params() for row in made])
-            cursor.executemany(
-                COUNTER_UPDATE,
-                [
-                    row.update_params()
-                    for row in rows
-                    if not (row.first_of_link and row.link_id not in present)
-                ],
-            )
+            cursor.executemany(COUNTER_UPDATE, [row.update_params() for row in updated])
         else:
             cursor.executemany(COUNTER_UPSERT, [row.insert_params() for row in rows])
 

@@ -193,8 +193,8 @@ class LinkClicks(models.Model):
     # The UTC day of the latest flush's clicks and the link's clicks that day,
     # kept in the row every flush updates anyway instead of a DailyClicks row of
     # their own: one row written per clicked link, not two (docs/performance.md,
-    # 2026-11-29, night). A flush that brings another day's clicks has the
-    # database move this count into DailyClicks first (links/triggers.py,
+    # 2026-11-29, night). When a flush brings another day's clicks, the
+    # database moves the count held here into DailyClicks (links/triggers.py,
     # DAY_MOVED; a writer sets the two together). Read through Link.clicks_per_day.
     latest_day = models.DateField(null=True, blank=True)
     # A default in the database too: take_limited_click makes rows in SQL.
