@@ -28,6 +28,11 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
+def header_lines(headers) -> bytes:
+    """Headers as they go on the wire: `name: value` and CRLF each."""
+    return b"".join(b"%s: %s\r\n" % (name, value) for name, value in headers)
+
+
 def fast_path_of(app) -> "RedirectFastPath | None":
     """The fast path of the application uvicorn serves, under the middleware
     uvicorn wraps around it (proxy headers), each of which keeps it as `.app`."""
@@ -90,13 +95,26 @@ class FastRedirectProtocol(HttpToolsProtocol):
     def _response_bytes(self, answer: "Answer", *, head: bool, close: bool) -> bytes:
         # Without uvicorn's check of each header value: the fast path gives a
         # Location only for a URL of printable ASCII (RedirectFastPath._answer).
-        content = [STATUS_LINE[answer.status]]
-        # The Date header (uvicorn's, refreshed every second), as on every other answer.
-        for name, value in (*self.server_state.default_headers, *answer.headers):
-            content += (name, b": ", value, b"\r\n")
+        content = [STATUS_LINE[answer.status], self._default_header_lines(), answer.header_lines]
         if close:
             content.append(b"connection: close\r\n")
         content.append(b"\r\n")
         if not head:
             content.append(answer.body)
         return b"".join(content)
+
+    # uvicorn's default headers (its Date, refreshed every second, as on every
+    # other answer) as they go on the wire: the list they were made from, and
+    # their lines. One tuple, so a thread of another server in the process
+    # never reads one without the other.
+    _defaults_made: tuple[list, bytes] = ([], b"")
+
+    def _default_header_lines(self) -> bytes:
+        # uvicorn replaces the list when the date changes; the one kept here
+        # cannot be freed and its address reused while it is compared.
+        defaults = self.server_state.default_headers
+        made_from, lines = FastRedirectProtocol._defaults_made
+        if made_from is not defaults:
+            lines = header_lines(defaults)
+            FastRedirectProtocol._defaults_made = (defaults, lines)
+        return lines

@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from email.utils import parsedate_to_datetime
 
 import httpx
 import pytest
@@ -134,6 +135,20 @@ def test_answers_carry_uvicorns_date_header(sites, slugs):
     response = httpx.get(f"{fast.base_url}/{slugs['plain']}", headers={"User-Agent": BROWSER_USER_AGENT})
     assert response.status_code == 308
     assert re.fullmatch(r"\w{3}, \d\d \w{3} \d{4} \d\d:\d\d:\d\d GMT", response.headers["date"])
+
+
+def test_the_date_header_follows_the_clock(sites, slugs):
+    # The protocol keeps uvicorn's default headers as bytes until uvicorn
+    # replaces them (once a second): a stale copy would repeat an old Date.
+    fast, _plain = sites
+    dates = []
+    for _ in range(2):
+        response = httpx.get(f"{fast.base_url}/{slugs['plain']}", headers={"User-Agent": BROWSER_USER_AGENT})
+        assert response.status_code == 308
+        dates.append(parsedate_to_datetime(response.headers["date"]).timestamp())
+        assert abs(dates[-1] - time.time()) <= 2
+        time.sleep(2.5)
+    assert dates[1] - dates[0] >= 2
 
 
 def test_a_keep_alive_connection_sees_a_disabled_link_at_once(sites, slugs):
