@@ -27,6 +27,20 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def rounds_note(results: dict) -> list[str]:
+    """How the rows measured in rounds were found: each round's requests/s."""
+    measured = [run for run in results["runs"] if len(run.get("rounds_rps", [])) > 1]
+    if not measured:
+        return []
+    each = "; ".join(
+        f"{run['name']} {' · '.join(f'{rps:,.0f}' for rps in run['rounds_rps'])}" for run in measured
+    )
+    return [
+        f"- The baseline and redirect rows are each the median of {results['rounds']} rounds, the steps "
+        f"run in turn, each round's figures kept together (requests/s by round: {each}).",
+    ]
+
+
 def setup(results: dict) -> str:
     """What was measured, in a few words."""
     if results.get("stack", "prod") == "prod":
@@ -111,6 +125,7 @@ def report(results: dict, chart_name: str, *, other: dict | None = None) -> str:
         "",
         table(results),
         "",
+        *rounds_note(results),
         f"- **Redirect throughput: {results['redirect_ratio']:.1%} of nginx's static 308** measured in the "
         f"same run{target('≥ 25 %')}; with the Zipf (s = {results['zipf_s']}) mix over the same links "
         f"{results['zipf_ratio']:.1%}.",

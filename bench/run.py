@@ -49,7 +49,7 @@ from bench.mixes import write_slugs, write_zipf_slugs  # noqa: E402
 from bench.profile import profile_app_worker, summarize_profile  # noqa: E402
 from bench.report import REPORT_NAMES, table, write_reports  # noqa: E402
 from bench.stack import STACKS, BenchStack  # noqa: E402
-from bench.wrk import WrkResult, log, wrk  # noqa: E402
+from bench.wrk import WrkResult, log, median_round, wrk  # noqa: E402
 from tests.project import PROJECT_DIR  # noqa: E402
 
 ZIPF_S = 1.1
@@ -59,11 +59,24 @@ ZIPF_DRAWS = 2_000_000  # the sequence redirect.lua walks: longer than any run's
 class Runs:
     """The measured steps against one stack."""
 
-    def __init__(self, bench: BenchStack):
+    def __init__(self, bench: BenchStack, *, rounds: int):
         self.bench = bench
+        self.rounds = rounds
+        # Every redirect run since the clicks were last settled: what they
+        # completed is checked against the clicks stored.
+        self.counted: list[WrkResult] = []
+
+    def interleaved(self, *steps) -> list[WrkResult]:
+        """Each step (a function that makes one run) once a round, the steps in
+        turn, so that a slow spell of the shared machine falls on every step
+        alike: each step's median round. One run's figure moved by a third from
+        one full run to the next (docs/performance.md); a ratio between two
+        such figures, more."""
+        rounds = [[step() for step in steps] for _ in range(self.rounds)]
+        return [median_round(list(of_step)) for of_step in zip(*rounds, strict=True)]
 
     def redirects(self, slugs_file: Path, *, connections: int, seconds: float, name: str, sequence=False):
-        return wrk(
+        result = wrk(
             name,
             self.bench.base_url,
             connections=connections,
@@ -71,6 +84,8 @@ class Runs:
             script="redirect.lua",
             env={"SLUGS_FILE": str(slugs_file), "SLUGS_ORDER": "sequence" if sequence else "random"},
         )
+        self.counted.append(result)
+        return result
 
     def baseline(self, *, connections: int, seconds: float) -> WrkResult:
         return wrk("nginx static 308", self.bench.baseline_url, connections=connections, seconds=seconds)
@@ -94,6 +109,7 @@ def run(args) -> dict:
     if not shutil.which("wrk"):
         sys.exit("wrk is not installed (apt-get install wrk)")
     seconds = 3 if args.smoke else args.seconds
+    rounds = 1 if args.smoke else args.rounds
     links = 50 if args.smoke else args.links
     sweep = [1, 16] if args.smoke else [1, 4, 16, 64, 128, 256]
     replicas = args.replicas if args.stack == "scale" else 1
@@ -105,6 +121,7 @@ def run(args) -> dict:
         "workers": args.workers,
         "fast_path": not args.no_fast_path,
         "links": links,
+        "rounds": rounds,
         "zipf_s": ZIPF_S,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
         "runs": [],
@@ -119,7 +136,7 @@ def run(args) -> dict:
             fast_path=not args.no_fast_path,
             extra_env=args.env,
         )
-        runs = Runs(bench)
+        runs = Runs(bench, rounds=rounds)
         results["compose_files"] = bench.compose_files
         try:
             bench.up()
@@ -130,11 +147,14 @@ def run(args) -> dict:
             # Warm up: both nginx and the app's caches, as in steady production.
             runs.redirects(slugs_file, connections=16, seconds=min(2, seconds), name="warm-up")
             clicks_before = bench.settled_clicks()  # the warm-up's clicks in the database first
+            runs.counted.clear()
 
-            baseline = runs.baseline(connections=64, seconds=seconds)
-            redirect = runs.redirects(slugs_file, connections=64, seconds=seconds, name="stack redirect")
-            zipf = runs.redirects(
-                zipf_file, connections=64, seconds=seconds, name="stack redirect, Zipf", sequence=True
+            baseline, redirect, zipf = runs.interleaved(
+                lambda: runs.baseline(connections=64, seconds=seconds),
+                lambda: runs.redirects(slugs_file, connections=64, seconds=seconds, name="stack redirect"),
+                lambda: runs.redirects(
+                    zipf_file, connections=64, seconds=seconds, name="stack redirect, Zipf", sequence=True
+                ),
             )
             results["runs"] += [asdict(baseline), asdict(redirect), asdict(zipf)]
             # Memory and the profile under the same load, in a run of their own:
@@ -142,12 +162,11 @@ def run(args) -> dict:
             sampler, under_load = memory.sample_during(lambda: memory.stats_mib(bench.containers()), seconds)
             profile = Path(tmp) / "1k.txt"
             profiler = runs.start_profile(seconds, profile) if args.profile else None
-            sampled = runs.redirects(slugs_file, connections=64, seconds=seconds, name="redirect, sampled")
+            runs.redirects(slugs_file, connections=64, seconds=seconds, name="redirect, sampled")
             sampler.join()
             if profiler:
                 profiler.wait()
                 results["profile_1k"] = summarize_profile(profile)
-            redirect_requests = redirect.requests + zipf.requests + sampled.requests
             results["memory_mib_under_load"] = max(under_load) if under_load else None
             results["memory_services"] = bench.services()
             results["memory_mib_idle"] = memory.stats_mib(bench.containers())
@@ -159,13 +178,13 @@ def run(args) -> dict:
                 stack = runs.redirects(
                     slugs_file, connections=connections, seconds=step, name="stack redirect"
                 )
-                redirect_requests += stack.requests
                 results["sweep"].append({"baseline": asdict(base), "stack": asdict(stack)})
 
             stored = bench.settled_clicks() - clicks_before
+            redirect_requests = sum(result.requests for result in runs.counted)
             # wrk stops counting with requests in flight: the server may have
             # answered (and counted) up to one more per connection per run.
-            in_flight = 3 * 64 + sum(sweep)
+            in_flight = sum(result.connections for result in runs.counted)
             results["clicks"] = {
                 "requests_completed": redirect_requests,
                 "clicks_stored": stored,
@@ -186,17 +205,19 @@ def run(args) -> dict:
                 big_file = write_slugs(Path(tmp) / "big.txt", big)
                 big_zipf = write_zipf_slugs(Path(tmp) / "big-zipf.txt", big, draws=ZIPF_DRAWS, s=ZIPF_S)
                 runs.redirects(big_file, connections=16, seconds=2, name="warm-up")
-                baseline_again = runs.baseline(connections=64, seconds=seconds)
                 total = len(big) + links
-                many = runs.redirects(
-                    big_file, connections=64, seconds=seconds, name=f"redirect, {total} links"
-                )
-                many_zipf = runs.redirects(
-                    big_zipf,
-                    connections=64,
-                    seconds=seconds,
-                    name=f"redirect, Zipf, {total} links",
-                    sequence=True,
+                baseline_again, many, many_zipf = runs.interleaved(
+                    lambda: runs.baseline(connections=64, seconds=seconds),
+                    lambda: runs.redirects(
+                        big_file, connections=64, seconds=seconds, name=f"redirect, {total} links"
+                    ),
+                    lambda: runs.redirects(
+                        big_zipf,
+                        connections=64,
+                        seconds=seconds,
+                        name=f"redirect, Zipf, {total} links",
+                        sequence=True,
+                    ),
                 )
                 many_create = runs.create(api_key, seconds=seconds, name=f"create, {total} links")
                 if args.profile:
@@ -252,6 +273,13 @@ def main() -> int:
     parser.add_argument("--replicas", type=int, default=3, help="app replicas of the scale stack")
     parser.add_argument("--seconds", type=float, default=10, help="duration of each main step")
     parser.add_argument("--links", type=int, default=1000)
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="rounds of the baseline and redirect steps, in turn; each figure is its median round "
+        "(1 with --smoke)",
+    )
     parser.add_argument("--million", type=int, default=1_000_000, help="links for the large phase (0: skip)")
     parser.add_argument(
         "--workers",

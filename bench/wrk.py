@@ -5,7 +5,7 @@ import os
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -26,6 +26,15 @@ class WrkResult:
     p99_ms: float
     non_3xx_or_2xx: int
     socket_errors: int
+    # With --rounds: every round's requests/s, this result being the median round.
+    rounds_rps: list[float] = field(default_factory=list)
+
+
+def median_round(rounds: list[WrkResult]) -> WrkResult:
+    """The round of median throughput, its figures kept together (requests/s,
+    p50, p99 of one run), with every round's requests/s beside it."""
+    middle = sorted(rounds, key=lambda result: result.rps)[len(rounds) // 2]
+    return replace(middle, rounds_rps=[result.rps for result in rounds])
 
 
 def wrk(

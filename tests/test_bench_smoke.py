@@ -9,14 +9,17 @@ import shutil
 import subprocess
 import sys
 from collections import Counter
+from dataclasses import asdict
 
 import pytest
 
 from bench.memory import parse_mem_usage
 from bench.mixes import zipf_indices
 from bench.profile import summarize_profile
-from bench.report import REPORT_NAMES
+from bench.report import REPORT_NAMES, rounds_note
+from bench.run import Runs
 from bench.stack import BASELINE_LABEL, PROJECTS
+from bench.wrk import WrkResult, median_round
 from tests.conftest import PROJECT_DIR
 from tests.stack import require_engine
 
@@ -161,3 +164,64 @@ def test_the_profile_counts_work_and_leaves_waiting_threads_out(tmp_path):
         ("Runner.run (asyncio/runners.py)", 0.6),
         ("RedirectFastPath.handle (links/fastpath.py)", 0.4),
     ]
+
+
+def wrk_result(name: str, rps: float, p99_ms: float = 10.0) -> WrkResult:
+    return WrkResult(
+        name=name,
+        connections=64,
+        requests=int(rps * 10),
+        seconds=10.0,
+        rps=rps,
+        p50_ms=1.0,
+        p99_ms=p99_ms,
+        non_3xx_or_2xx=0,
+        socket_errors=0,
+    )
+
+
+def test_a_step_in_rounds_is_its_median_round_with_every_rounds_figure():
+    rounds = [
+        wrk_result("redirect", 900, 40.0),
+        wrk_result("redirect", 1500, 20.0),
+        wrk_result("redirect", 1200, 30.0),
+    ]
+    median = median_round(rounds)
+    # One round's figures together (its p99 with its throughput), not a mix of rounds.
+    assert (median.rps, median.p99_ms, median.requests) == (1200, 30.0, 12000)
+    assert median.rounds_rps == [900, 1500, 1200]
+
+
+def test_interleaved_steps_run_in_turn_round_after_round():
+    made = []
+    figures = iter([100, 10, 300, 30, 200, 20])
+
+    def step(name):
+        def make():
+            made.append(name)
+            return wrk_result(name, next(figures))
+
+        return make
+
+    runs = Runs(bench=None, rounds=3)
+    baseline, redirect = runs.interleaved(step("baseline"), step("redirect"))
+    assert made == ["baseline", "redirect"] * 3
+    assert (baseline.rps, baseline.rounds_rps) == (200, [100, 300, 200])
+    assert (redirect.rps, redirect.rounds_rps) == (20, [10, 30, 20])
+
+
+NGINX_ROUNDS = (90_000, 80_000, 100_000)
+
+
+def test_the_report_gives_each_rounds_figures_and_none_for_a_single_round():
+    results = {
+        "rounds": 3,
+        "runs": [
+            asdict(median_round([wrk_result("nginx static 308", rps) for rps in (90_000, 80_000, 100_000)]))
+        ],
+    }
+    assert rounds_note(results) == [
+        "- The baseline and redirect rows are each the median of 3 rounds, the steps run in turn, each "
+        "round's figures kept together (requests/s by round: nginx static 308 90,000 · 80,000 · 100,000)."
+    ]
+    assert rounds_note({"rounds": 1, "runs": [asdict(wrk_result("nginx static 308", 90_000))]}) == []
