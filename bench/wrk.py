@@ -7,6 +7,7 @@ import sys
 import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from statistics import median
 
 BENCH_DIR = Path(__file__).resolve().parent
 
@@ -26,15 +27,24 @@ class WrkResult:
     p99_ms: float
     non_3xx_or_2xx: int
     socket_errors: int
-    # With --rounds: every round's requests/s, this result being the median round.
+    # Measured in rounds: every round's requests/s (this result is the median
+    # round), and the median of its shares of the baseline run in the same round.
     rounds_rps: list[float] = field(default_factory=list)
+    share_of_baseline: float | None = None
 
 
-def median_round(rounds: list[WrkResult]) -> WrkResult:
+def median_round(rounds: list[WrkResult], *, baselines: list[WrkResult]) -> WrkResult:
     """The round of median throughput, its figures kept together (requests/s,
-    p50, p99 of one run), with every round's requests/s beside it."""
+    p50, p99 of one run), with every round's requests/s beside it and the
+    median of its rounds' shares of `baselines` (the baseline of each round)."""
     middle = sorted(rounds, key=lambda result: result.rps)[len(rounds) // 2]
-    return replace(middle, rounds_rps=[result.rps for result in rounds])
+    return replace(
+        middle,
+        rounds_rps=[result.rps for result in rounds],
+        share_of_baseline=median(
+            result.rps / baseline.rps for result, baseline in zip(rounds, baselines, strict=True)
+        ),
+    )
 
 
 def wrk(

@@ -16,7 +16,7 @@ import pytest
 from bench.memory import parse_mem_usage
 from bench.mixes import zipf_indices
 from bench.profile import summarize_profile
-from bench.report import REPORT_NAMES, rounds_note
+from bench.report import REPORT_NAMES, rounds_note, table
 from bench.run import Runs
 from bench.stack import BASELINE_LABEL, PROJECTS
 from bench.wrk import WrkResult, median_round
@@ -181,20 +181,20 @@ def wrk_result(name: str, rps: float, p99_ms: float = 10.0) -> WrkResult:
 
 
 def test_a_step_in_rounds_is_its_median_round_with_every_rounds_figure():
-    rounds = [
-        wrk_result("redirect", 900, 40.0),
-        wrk_result("redirect", 1500, 20.0),
-        wrk_result("redirect", 1200, 30.0),
-    ]
-    median = median_round(rounds)
+    rounds = [wrk_result("redirect", rps, p99) for rps, p99 in ((900, 40.0), (1500, 20.0), (1200, 30.0))]
+    baselines = [wrk_result("nginx static 308", rps) for rps in (3000, 10_000, 4000)]
+    median = median_round(rounds, baselines=baselines)
     # One round's figures together (its p99 with its throughput), not a mix of rounds.
     assert (median.rps, median.p99_ms, median.requests) == (1200, 30.0, 12000)
     assert median.rounds_rps == [900, 1500, 1200]
+    # Its share: the median of each round's share of that round's baseline
+    # (30 %, 15 %, 30 %), not the median round's rps over the median baseline.
+    assert median.share_of_baseline == pytest.approx(0.30)
 
 
 def test_interleaved_steps_run_in_turn_round_after_round():
     made = []
-    figures = iter([100, 10, 300, 30, 200, 20])
+    figures = iter([100, 10, 40, 300, 60, 90, 200, 20, 40])
 
     def step(name):
         def make():
@@ -204,24 +204,29 @@ def test_interleaved_steps_run_in_turn_round_after_round():
         return make
 
     runs = Runs(bench=None, rounds=3)
-    baseline, redirect = runs.interleaved(step("baseline"), step("redirect"))
-    assert made == ["baseline", "redirect"] * 3
-    assert (baseline.rps, baseline.rounds_rps) == (200, [100, 300, 200])
-    assert (redirect.rps, redirect.rounds_rps) == (20, [10, 30, 20])
+    baseline, redirect, zipf = runs.interleaved(step("baseline"), step("redirect"), step("zipf"))
+    assert made == ["baseline", "redirect", "zipf"] * 3
+    assert (baseline.rps, baseline.rounds_rps, baseline.share_of_baseline) == (200, [100, 300, 200], 1.0)
+    # Shares by round: 10 %, 20 %, 10 % and 40 %, 30 %, 20 %.
+    assert (redirect.rps, redirect.share_of_baseline) == (20, pytest.approx(0.10))
+    assert (zipf.rps, zipf.share_of_baseline) == (40, pytest.approx(0.30))
 
 
 NGINX_ROUNDS = (90_000, 80_000, 100_000)
 
 
 def test_the_report_gives_each_rounds_figures_and_none_for_a_single_round():
+    nginx = [wrk_result("nginx static 308", rps) for rps in NGINX_ROUNDS]
+    redirect = [wrk_result("stack redirect", rps) for rps in (18_000, 24_000, 20_000)]
     results = {
         "rounds": 3,
-        "runs": [
-            asdict(median_round([wrk_result("nginx static 308", rps) for rps in (90_000, 80_000, 100_000)]))
-        ],
+        "baseline_rps": 90_000,
+        "runs": [asdict(median_round(steps, baselines=nginx)) for steps in (nginx, redirect)],
     }
-    assert rounds_note(results) == [
-        "- The baseline and redirect rows are each the median of 3 rounds, the steps run in turn, each "
-        "round's figures kept together (requests/s by round: nginx static 308 90,000 · 80,000 · 100,000)."
-    ]
+    [note] = rounds_note(results)
+    assert "(requests/s by round: nginx static 308 90,000 · 80,000 · 100,000; " in note
+    assert "stack redirect 18,000 · 24,000 · 20,000)" in note
+    # The ratio column gives the median of the rounds' shares (20 %, 30 %, 20 %),
+    # not 20,000 / 90,000.
+    assert "| stack redirect | 64 | 20,000 | 1.00 | 10.00 | 20.0% | 0 |" in table(results)
     assert rounds_note({"rounds": 1, "runs": [asdict(wrk_result("nginx static 308", 90_000))]}) == []
