@@ -167,6 +167,85 @@ def test_a_keep_alive_connection_sees_a_disabled_link_at_once(sites, slugs):
         assert status == 404
 
 
+KEEP_ALIVE_SECONDS = 1
+
+
+PROTOCOLS = {"production": PRODUCTION_HTTP_PROTOCOL, "uvicorns": "httptools"}
+
+
+@pytest.fixture(scope="module", params=list(PROTOCOLS.values()), ids=list(PROTOCOLS))
+def short_keep_alive(request, tmp_path_factory):
+    """A site whose connections may stay idle KEEP_ALIVE_SECONDS, under the
+    production protocol (which keeps that timeout its own way) and uvicorn's
+    own: the same rule. The site and a slug."""
+    data = tmp_path_factory.mktemp("keep-alive")
+    with running_site(
+        data, workers=1, http=request.param, UVICORN_TIMEOUT_KEEP_ALIVE=str(KEEP_ALIVE_SECONDS)
+    ) as (site, _):
+        made = httpx.post(site.base_url + "/", json={"url": "https://example.com/protocol/keep-alive"})
+        yield site, made.json()["short_slug"]
+
+
+def read_answer(sock: socket.socket) -> bytes:
+    """One whole answer (its head, and a body of its Content-Length)."""
+    received = b""
+    while b"\r\n\r\n" not in received:
+        chunk = sock.recv(65536)
+        assert chunk, f"closed mid-answer: {received!r}"
+        received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    length = int(re.search(rb"content-length: (\d+)", head, re.IGNORECASE).group(1))
+    while len(body) < length:
+        body += sock.recv(65536)
+    return head
+
+
+@contextmanager
+def connection_to(site) -> Iterator[socket.socket]:
+    host, port = site.base_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        yield sock
+
+
+@pytest.mark.parametrize("path", ["redirect", "/healthz"], ids=["answered-in-place", "djangos"])
+def test_an_idle_connection_is_closed_after_the_keep_alive_timeout(short_keep_alive, path):
+    site, slug = short_keep_alive
+    with connection_to(site) as sock:
+        sock.sendall(request("GET", f"/{slug}" if path == "redirect" else path))
+        assert read_answer(sock).startswith((b"HTTP/1.1 308 ", b"HTTP/1.1 200 "))
+        answered = time.monotonic()
+        assert sock.recv(65536) == b""  # the server closed it
+        idle = time.monotonic() - answered
+    assert KEEP_ALIVE_SECONDS - 0.2 <= idle <= KEEP_ALIVE_SECONDS + 1.5
+
+
+def test_a_connection_answered_more_often_than_the_timeout_stays_open(short_keep_alive):
+    # Each answer moves the deadline: three seconds of requests half a second
+    # apart on one connection, never idle for the timeout.
+    site, slug = short_keep_alive
+    with connection_to(site) as sock:
+        for _ in range(6):
+            sock.sendall(request("GET", f"/{slug}"))
+            assert read_answer(sock).startswith(b"HTTP/1.1 308 ")
+            time.sleep(KEEP_ALIVE_SECONDS / 2)
+        sock.sendall(request("GET", f"/{slug}", close=True))
+        assert read_answer(sock).startswith(b"HTTP/1.1 308 ")
+
+
+def test_a_request_sent_slowly_is_not_cut_by_the_keep_alive_timeout(short_keep_alive):
+    # The timeout is for a connection idle between requests: once a request's
+    # first bytes arrive, it is answered however long the rest takes.
+    site, slug = short_keep_alive
+    with connection_to(site) as sock:
+        sock.sendall(request("GET", f"/{slug}"))
+        assert read_answer(sock).startswith(b"HTTP/1.1 308 ")
+        second = request("GET", f"/{slug}", close=True)
+        sock.sendall(second[:20])
+        time.sleep(KEEP_ALIVE_SECONDS * 2)
+        sock.sendall(second[20:])
+        assert read_answer(sock).startswith(b"HTTP/1.1 308 ")
+
+
 @pytest.mark.skipif(ON_POSTGRES, reason="holds SQLite's write lock to make Django's answer slow")
 def test_a_slow_answer_pipelined_behind_a_redirect_outlasts_the_keep_alive_timeout(tmp_path):
     """A redirect answered in place arms uvicorn's keep-alive timer; a request
