@@ -39,10 +39,20 @@ def rounds_note(results: dict) -> list[str]:
     )
     return [
         f"- The baseline and redirect rows are each the median of {results['rounds']} rounds, the steps "
-        f"run in turn, each round's figures kept together (requests/s by round: {each}). Their ratios are "
-        "the medians of each round's ratio to nginx's static 308 in that round, and the large phase is "
-        "compared with the first by those ratios: the two phases are minutes apart on a shared machine.",
+        f"run in turn, each round's figures kept together (requests/s by round: {each}). Their ratios to "
+        "nginx's static 308 are the medians of each round's ratio to nginx in that round."
     ]
+
+
+def share_ratios(million: dict) -> str:
+    """The large phase against the first as shares of nginx's 308 in each
+    phase's own rounds (runs made before rounds have none)."""
+    if "share_ratio_to_1k" not in million:
+        return ""
+    return (
+        f" (as shares of nginx's static 308 in each phase's rounds, minutes apart: uniform "
+        f"{million['share_ratio_to_1k']:.1%}, Zipf {million['zipf_share_ratio_to_1k']:.1%})"
+    )
 
 
 def setup(results: dict) -> str:
@@ -156,8 +166,8 @@ def report(results: dict, chart_name: str, *, other: dict | None = None) -> str:
             f"- With {million['links']:,} links: uniform {million['rps']:,.0f} requests/s, "
             f"{million['ratio_to_1k']:.1%} of the {results['links']:,}-link figure{target('≥ 80 %')}, p99 "
             f"{million['p99_ms']:.1f} ms{target('≤ 25 ms')}; Zipf (s = {results['zipf_s']}) "
-            f"{million['zipf_rps']:,.0f} requests/s, {million['zipf_ratio_to_1k']:.1%}{target('≥ 95 %')}; "
-            f"creation {million['create_rps']:,.0f} links/s. Stack memory "
+            f"{million['zipf_rps']:,.0f} requests/s, {million['zipf_ratio_to_1k']:.1%}{target('≥ 95 %')}"
+            f"{share_ratios(million)}; creation {million['create_rps']:,.0f} links/s. Stack memory "
             f"afterwards {million['memory_mib_after']:.0f} MiB by `docker stats`, of which "
             f"{million['process_memory_mib_after']:.0f} MiB the processes' own (the rest is the page cache "
             f"of the database's files, which the kernel gives back under pressure); seeding took "

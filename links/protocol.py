@@ -53,6 +53,10 @@ class FastRedirectProtocol(HttpToolsProtocol):
         # When this connection, idle since its last answer, is to be closed
         # (the event loop's clock); None while a request is being read or answered.
         self._idle_until: float | None = None
+        # uvicorn's default headers (its Date, refreshed every second, as on
+        # every other answer) as they go on the wire: the list they were made
+        # from, and their lines. Made again when uvicorn replaces the list.
+        self._defaults_made: tuple[list, bytes] = ([], b"")
 
     # The keep-alive timeout, kept with one timer per idle spell. uvicorn arms a
     # timer after every answer and cancels it when the next request's bytes
@@ -64,7 +68,9 @@ class FastRedirectProtocol(HttpToolsProtocol):
     # `timeout_keep_alive` seconds after its last answer with nothing since.
 
     def _unset_keepalive_if_required(self) -> None:
-        # uvicorn calls this when bytes arrive and when an answer completes.
+        # Called when a request's bytes arrive (uvicorn's data_received), when
+        # a request goes the ASGI way (_start_asgi_task) and when the connection
+        # is lost: the connection is busy, and the timer, if it fires, stops.
         self._idle_until = None
 
     def on_response_complete(self) -> None:
@@ -122,9 +128,10 @@ class FastRedirectProtocol(HttpToolsProtocol):
                 # a 500 and its traceback, against this request.
                 logger.exception("the redirect fast path failed in uvicorn's protocol")
         if answer is None:
-            # An answer written here earlier in the same data_received armed the
-            # keep-alive timer after uvicorn had cancelled it: it must not run
-            # while this request's task does (uvicorn arms it only after a task).
+            # An answer written here earlier in the same data_received set a
+            # keep-alive deadline after the bytes marked the connection busy: it
+            # must not close the connection while this request's task runs
+            # (uvicorn arms its timer only after a task).
             self._unset_keepalive_if_required()
             super()._start_asgi_task(cycle, app)
             return
@@ -149,18 +156,12 @@ class FastRedirectProtocol(HttpToolsProtocol):
             content.append(answer.body)
         return b"".join(content)
 
-    # uvicorn's default headers (its Date, refreshed every second, as on every
-    # other answer) as they go on the wire: the list they were made from, and
-    # their lines. One tuple, so a thread of another server in the process
-    # never reads one without the other.
-    _defaults_made: tuple[list, bytes] = ([], b"")
-
     def _default_header_lines(self) -> bytes:
         # uvicorn replaces the list when the date changes; the one kept here
         # cannot be freed and its address reused while it is compared.
         defaults = self.server_state.default_headers
-        made_from, lines = FastRedirectProtocol._defaults_made
+        made_from, lines = self._defaults_made
         if made_from is not defaults:
             lines = header_lines(defaults)
-            FastRedirectProtocol._defaults_made = (defaults, lines)
+            self._defaults_made = (defaults, lines)
         return lines

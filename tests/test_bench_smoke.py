@@ -3,6 +3,7 @@
 stacks' figures side by side in benchmarks.md; its mixes and parsers in-process.
 Timings are reported, never asserted."""
 
+import argparse
 import json
 import random
 import shutil
@@ -16,8 +17,8 @@ import pytest
 from bench.memory import parse_mem_usage
 from bench.mixes import zipf_indices
 from bench.profile import summarize_profile
-from bench.report import REPORT_NAMES, rounds_note, table
-from bench.run import Runs
+from bench.report import REPORT_NAMES, rounds_note, share_ratios, table
+from bench.run import Runs, odd_count
 from bench.stack import BASELINE_LABEL, PROJECTS
 from bench.wrk import WrkResult, median_round
 from tests.conftest import PROJECT_DIR
@@ -182,13 +183,14 @@ def wrk_result(name: str, rps: float, p99_ms: float = 10.0) -> WrkResult:
 
 def test_a_step_in_rounds_is_its_median_round_with_every_rounds_figure():
     rounds = [wrk_result("redirect", rps, p99) for rps, p99 in ((900, 40.0), (1500, 20.0), (1200, 30.0))]
-    baselines = [wrk_result("nginx static 308", rps) for rps in (3000, 10_000, 4000)]
+    baselines = [wrk_result("nginx static 308", rps) for rps in (3000, 5000, 10_000)]
     median = median_round(rounds, baselines=baselines)
     # One round's figures together (its p99 with its throughput), not a mix of rounds.
     assert (median.rps, median.p99_ms, median.requests) == (1200, 30.0, 12000)
     assert median.rounds_rps == [900, 1500, 1200]
     # Its share: the median of each round's share of that round's baseline
-    # (30 %, 15 %, 30 %), not the median round's rps over the median baseline.
+    # (30 %, 30 %, 12 %); neither the median round's rps over the median
+    # baseline (24 %) nor the median round's own share (12 %).
     assert median.share_of_baseline == pytest.approx(0.30)
 
 
@@ -230,3 +232,17 @@ def test_the_report_gives_each_rounds_figures_and_none_for_a_single_round():
     # not 20,000 / 90,000.
     assert "| stack redirect | 64 | 20,000 | 1.00 | 10.00 | 20.0% | 0 |" in table(results)
     assert rounds_note({"rounds": 1, "runs": [asdict(wrk_result("nginx static 308", 90_000))]}) == []
+
+
+def test_the_large_phase_is_reported_as_requests_and_as_shares_of_nginx():
+    shares = share_ratios({"share_ratio_to_1k": 0.625, "zipf_share_ratio_to_1k": 1.035})
+    assert "uniform 62.5%, Zipf 103.5%" in shares
+    assert share_ratios({"ratio_to_1k": 0.5}) == ""  # a run made before rounds
+
+
+@pytest.mark.parametrize("rounds", ["0", "2", "-1"])
+def test_rounds_are_an_odd_number(rounds):
+    # One round is the median: an even count would have two.
+    with pytest.raises(argparse.ArgumentTypeError):
+        odd_count(rounds)
+    assert odd_count("1") == 1 and odd_count("5") == 5

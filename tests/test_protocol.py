@@ -35,11 +35,17 @@ from tests.project import BROWSER_USER_AGENT, PROJECT_DIR, free_port
 DATE_HEADER = re.compile(rb"\r\ndate: [^\r]*", re.IGNORECASE)
 
 
+@contextmanager
+def connection_to(base_url: str) -> Iterator[socket.socket]:
+    host, port = base_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        yield sock
+
+
 def exchange(base_url: str, requests: list[bytes]) -> bytes:
     """Send `requests` in one write on one connection (pipelined when more
     than one); the last asks the server to close. All the bytes it answered."""
-    host, port = base_url.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port)), timeout=10) as sock:
+    with connection_to(base_url) as sock:
         sock.sendall(b"".join(requests))
         received = b""
         while chunk := sock.recv(65536):
@@ -142,12 +148,12 @@ def test_the_date_header_follows_the_clock(sites, slugs):
     # replaces them (once a second): a stale copy would repeat an old Date.
     fast, _plain = sites
     dates = []
-    for _ in range(2):
+    for pause in (2.5, 0):
         response = httpx.get(f"{fast.base_url}/{slugs['plain']}", headers={"User-Agent": BROWSER_USER_AGENT})
         assert response.status_code == 308
         dates.append(parsedate_to_datetime(response.headers["date"]).timestamp())
         assert abs(dates[-1] - time.time()) <= 2
-        time.sleep(2.5)
+        time.sleep(pause)
     assert dates[1] - dates[0] >= 2
 
 
@@ -200,17 +206,10 @@ def read_answer(sock: socket.socket) -> bytes:
     return head
 
 
-@contextmanager
-def connection_to(site) -> Iterator[socket.socket]:
-    host, port = site.base_url.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port)), timeout=10) as sock:
-        yield sock
-
-
 @pytest.mark.parametrize("path", ["redirect", "/healthz"], ids=["answered-in-place", "djangos"])
 def test_an_idle_connection_is_closed_after_the_keep_alive_timeout(short_keep_alive, path):
     site, slug = short_keep_alive
-    with connection_to(site) as sock:
+    with connection_to(site.base_url) as sock:
         sock.sendall(request("GET", f"/{slug}" if path == "redirect" else path))
         assert read_answer(sock).startswith((b"HTTP/1.1 308 ", b"HTTP/1.1 200 "))
         answered = time.monotonic()
@@ -219,11 +218,26 @@ def test_an_idle_connection_is_closed_after_the_keep_alive_timeout(short_keep_al
     assert KEEP_ALIVE_SECONDS - 0.2 <= idle <= KEEP_ALIVE_SECONDS + 1.5
 
 
+def test_the_timeout_counts_from_the_last_answer(short_keep_alive):
+    # A second answer within the timeout moves the deadline: the connection is
+    # closed a timeout after that answer, not after the first.
+    site, slug = short_keep_alive
+    with connection_to(site.base_url) as sock:
+        for _ in range(2):
+            sock.sendall(request("GET", f"/{slug}"))
+            assert read_answer(sock).startswith(b"HTTP/1.1 308 ")
+            answered = time.monotonic()
+            time.sleep(KEEP_ALIVE_SECONDS * 0.6)
+        assert sock.recv(65536) == b""
+        idle = time.monotonic() - answered
+    assert KEEP_ALIVE_SECONDS - 0.2 <= idle <= KEEP_ALIVE_SECONDS + 1.5
+
+
 def test_a_connection_answered_more_often_than_the_timeout_stays_open(short_keep_alive):
     # Each answer moves the deadline: three seconds of requests half a second
     # apart on one connection, never idle for the timeout.
     site, slug = short_keep_alive
-    with connection_to(site) as sock:
+    with connection_to(site.base_url) as sock:
         for _ in range(6):
             sock.sendall(request("GET", f"/{slug}"))
             assert read_answer(sock).startswith(b"HTTP/1.1 308 ")
@@ -236,7 +250,7 @@ def test_a_request_sent_slowly_is_not_cut_by_the_keep_alive_timeout(short_keep_a
     # The timeout is for a connection idle between requests: once a request's
     # first bytes arrive, it is answered however long the rest takes.
     site, slug = short_keep_alive
-    with connection_to(site) as sock:
+    with connection_to(site.base_url) as sock:
         sock.sendall(request("GET", f"/{slug}"))
         assert read_answer(sock).startswith(b"HTTP/1.1 308 ")
         second = request("GET", f"/{slug}", close=True)
