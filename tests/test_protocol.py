@@ -206,16 +206,31 @@ def read_answer(sock: socket.socket) -> bytes:
     return head
 
 
+def redirects_in_turn(sock: socket.socket, slug: str, *, count: int, pause: float) -> float:
+    """`count` redirects on one connection, each followed by `pause` seconds of
+    nothing: when the last was answered."""
+    for _ in range(count):
+        sock.sendall(request("GET", f"/{slug}"))
+        assert read_answer(sock).startswith(b"HTTP/1.1 308 ")
+        answered = time.monotonic()
+        time.sleep(pause)
+    return answered
+
+
+def assert_closed_a_timeout_after(sock: socket.socket, answered: float) -> None:
+    """The server closes the connection KEEP_ALIVE_SECONDS after `answered`."""
+    assert sock.recv(65536) == b""
+    idle = time.monotonic() - answered
+    assert KEEP_ALIVE_SECONDS - 0.2 <= idle <= KEEP_ALIVE_SECONDS + 1.5
+
+
 @pytest.mark.parametrize("path", ["redirect", "/healthz"], ids=["answered-in-place", "djangos"])
 def test_an_idle_connection_is_closed_after_the_keep_alive_timeout(short_keep_alive, path):
     site, slug = short_keep_alive
     with connection_to(site.base_url) as sock:
         sock.sendall(request("GET", f"/{slug}" if path == "redirect" else path))
         assert read_answer(sock).startswith((b"HTTP/1.1 308 ", b"HTTP/1.1 200 "))
-        answered = time.monotonic()
-        assert sock.recv(65536) == b""  # the server closed it
-        idle = time.monotonic() - answered
-    assert KEEP_ALIVE_SECONDS - 0.2 <= idle <= KEEP_ALIVE_SECONDS + 1.5
+        assert_closed_a_timeout_after(sock, time.monotonic())
 
 
 def test_the_timeout_counts_from_the_last_answer(short_keep_alive):
@@ -223,14 +238,8 @@ def test_the_timeout_counts_from_the_last_answer(short_keep_alive):
     # closed a timeout after that answer, not after the first.
     site, slug = short_keep_alive
     with connection_to(site.base_url) as sock:
-        for _ in range(2):
-            sock.sendall(request("GET", f"/{slug}"))
-            assert read_answer(sock).startswith(b"HTTP/1.1 308 ")
-            answered = time.monotonic()
-            time.sleep(KEEP_ALIVE_SECONDS * 0.6)
-        assert sock.recv(65536) == b""
-        idle = time.monotonic() - answered
-    assert KEEP_ALIVE_SECONDS - 0.2 <= idle <= KEEP_ALIVE_SECONDS + 1.5
+        answered = redirects_in_turn(sock, slug, count=2, pause=KEEP_ALIVE_SECONDS * 0.6)
+        assert_closed_a_timeout_after(sock, answered)
 
 
 def test_a_connection_answered_more_often_than_the_timeout_stays_open(short_keep_alive):
@@ -238,10 +247,7 @@ def test_a_connection_answered_more_often_than_the_timeout_stays_open(short_keep
     # apart on one connection, never idle for the timeout.
     site, slug = short_keep_alive
     with connection_to(site.base_url) as sock:
-        for _ in range(6):
-            sock.sendall(request("GET", f"/{slug}"))
-            assert read_answer(sock).startswith(b"HTTP/1.1 308 ")
-            time.sleep(KEEP_ALIVE_SECONDS / 2)
+        redirects_in_turn(sock, slug, count=6, pause=KEEP_ALIVE_SECONDS / 2)
         sock.sendall(request("GET", f"/{slug}", close=True))
         assert read_answer(sock).startswith(b"HTTP/1.1 308 ")
 
