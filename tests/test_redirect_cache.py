@@ -5,6 +5,7 @@ leaves nothing that the cache and the database disagree on."""
 import asyncio
 import gc
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -19,7 +20,14 @@ from django.db import connection, models, transaction
 from django.utils import timezone
 
 from links.clicks import ClickCounter
-from links.fastpath import DELEGATE, VERSION_POLL_SECONDS, RedirectFastPath, links_from_settings
+from links.fastpath import (
+    DELEGATE,
+    VERSION_POLL_SECONDS,
+    VERSION_QUERY,
+    RedirectFastPath,
+    SQLiteLinks,
+    links_from_settings,
+)
 from links.models import DailyClicks, Link, LinkClicks, LinkStatus, LinkTableVersion
 from links.services import mark_links_changed, shorten_url, update_link
 from tests.conftest import ON_POSTGRES, site_env
@@ -290,10 +298,9 @@ def test_a_full_cache_gives_the_cyclic_collector_nothing_to_walk(fast_path):
     assert not any(gc.is_tracked(entry) for entry in fast_path._cache.values())
 
 
-@pytest.mark.skipif(ON_POSTGRES, reason="SQLite's reader: PostgreSQL's version is heard, not read")
-def test_a_miss_is_one_statement_and_a_hit_one_question(fast_path, link):
+def traced(fast_path: RedirectFastPath) -> list[str]:
+    """The statements the fast path's SQLite reader runs from now on."""
     statements = []
-    fast_path.start()
 
     def trace(statement: str) -> None:
         # Statements SQLite runs inside one (its pragma table's own) start "-- ".
@@ -301,14 +308,85 @@ def test_a_miss_is_one_statement_and_a_hit_one_question(fast_path, link):
             statements.append(statement)
 
     fast_path.links._database().set_trace_callback(trace)
+    return statements
+
+
+@pytest.mark.skipif(ON_POSTGRES, reason="SQLite's reader: PostgreSQL's version is heard, not read")
+def test_a_miss_is_one_statement_and_a_hit_none_until_something_is_committed(fast_path, link):
+    fast_path.start()
+    statements = traced(fast_path)
     assert answers_redirect(fast_path, link.slug)  # a miss: row and version in one snapshot
     assert len(statements) == 1 and "pragma_data_version()" in statements[0]
     statements.clear()
-    assert answers_redirect(fast_path, link.slug)  # a hit: has anything been committed since?
-    assert statements == ["PRAGMA data_version"]
+    for _ in range(3):
+        # A hit while the WAL index's header stands still: nothing committed since.
+        assert answers_redirect(fast_path, link.slug)
+    assert statements == []
+    # Another connection commits (clicks: no link changes, so the cache stays
+    # warm): the next hit asks SQLite, and reads the version row again.
+    counter = ClickCounter()
+    counter.record(link.pk)
+    assert counter.flush() == 1
+    assert answers_redirect(fast_path, link.slug)
+    assert statements == ["PRAGMA data_version", VERSION_QUERY]
     statements.clear()
+    assert answers_redirect(fast_path, link.slug)
+    assert statements == []
     assert lookup(fast_path, "NoSuchSlug") is None  # not cached: read each time, in one statement
     assert len(statements) == 1
+
+
+# Run in another process: F_GETLK reports only other processes' locks.
+LOCK_HOLDER = """
+import fcntl, os, struct, sys
+descriptor = os.open(sys.argv[1], os.O_RDWR)
+# struct flock: would a write lock on SQLite's DMS byte (offset 128) be refused?
+wanted = struct.pack("@hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, 128, 1, 0)
+lock_type, _, _, _, pid = struct.unpack("@hhqqi4x", fcntl.fcntl(descriptor, fcntl.F_GETLK, wanted))
+print(pid if lock_type == fcntl.F_RDLCK else 0)
+"""
+
+
+@pytest.mark.skipif(ON_POSTGRES, reason="SQLite's reader")
+def test_watching_the_wal_index_keeps_sqlites_own_lock_on_it(fast_path, link):
+    # Closing any descriptor of the -shm file would drop the lock SQLite's
+    # connection holds on it, and let another process truncate the file under
+    # the fast path's map (links.fastpath.wal_index_map).
+    shm = f"{connection.settings_dict['NAME']}-shm"
+
+    def holder() -> int:
+        asked = [sys.executable, "-c", LOCK_HOLDER, shm]
+        return int(subprocess.run(asked, capture_output=True, text=True, check=True).stdout)
+
+    for _ in range(2):  # mapped, then mapped again after a reconnection
+        assert answers_redirect(fast_path, link.slug)
+        assert fast_path.links._wal_index is not None, "the WAL index is watched"
+        assert answers_redirect(fast_path, link.slug)
+        assert holder() == os.getpid()
+        fast_path.links.reset()
+
+
+@pytest.mark.skipif(ON_POSTGRES, reason="SQLite's reader")
+def test_a_database_not_in_wal_mode_is_asked_on_every_hit(fast_path, link, tmp_path):
+    # No WAL index to watch (a copy in rollback-journal mode): every hit asks
+    # PRAGMA data_version, and a change by another connection is still seen.
+    copy = tmp_path / "rollback.sqlite3"
+    with sqlite3.connect(connection.settings_dict["NAME"]) as source, sqlite3.connect(copy) as target:
+        source.backup(target)
+        target.execute("PRAGMA journal_mode=DELETE")
+    links = SQLiteLinks(copy)
+    try:
+        assert links.load(link.slug)[1] is not None
+        statements = []
+        links._database().set_trace_callback(statements.append)
+        before = links.version()
+        assert links.version() == before
+        assert statements == ["PRAGMA data_version"] * 2
+        with sqlite3.connect(copy) as writer:
+            writer.execute("UPDATE links_link SET is_active = 0 WHERE slug = ?", (link.slug,))
+        assert links.version() > before
+    finally:
+        links.close()
 
 
 # The production application's lifespan, driven as uvicorn drives it, in a
