@@ -1,6 +1,6 @@
 """What the tests and the benchmark harness share: the project folder, copies of
 it as they travel (what is left out), free loopback ports, a stack's compose
-settings. Plain Python (no pytest), so bench/run.py imports it too."""
+settings, one HTTP answer read off a raw socket. Plain Python (no pytest), so bench/run.py imports it too."""
 
 import os
 import shutil
@@ -36,6 +36,28 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def read_answer(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP/1.1 answer off a socket (plain or TLS): its status, its headers
+    (names in lower case) and its body, as long as its Content-Length says or,
+    without one, up to the server's close."""
+    received = b""
+    while b"\r\n\r\n" not in received:
+        chunk = sock.recv(65536)
+        assert chunk, f"closed before the end of the headers: {received!r}"
+        received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {name.strip().lower(): value.strip() for name, value in (line.split(":", 1) for line in lines)}
+    length = int(headers["content-length"]) if "content-length" in headers else None
+    while length is None or len(body) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            assert length is None, f"closed mid-body: {len(body)} of {length} bytes"
+            break
+        body += chunk
+    return int(status_line.split(" ", 2)[1]), headers, body
 
 
 def copy_project(destination: Path) -> Path:

@@ -19,7 +19,7 @@ import httpx
 import pytest
 import segno
 
-from tests.project import free_port
+from tests.project import free_port, read_answer
 from tests.stack import Stack, require_engine
 
 pytestmark = pytest.mark.stack
@@ -392,21 +392,7 @@ def raw_exchange(port: int, request: bytes, *, root_pem: str | None = None) -> t
     with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
         sock = tls_context(root_pem, alpn=False).wrap_socket(raw, server_hostname=DOMAIN) if root_pem else raw
         sock.sendall(request)
-        answer = b""
-        while b"\r\n\r\n" not in answer or len(answer.split(b"\r\n\r\n", 1)[1]) < content_length(answer):
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            answer += chunk
-    head, body = answer.split(b"\r\n\r\n", 1)
-    lines = head.decode("latin-1").split("\r\n")
-    headers = {name.lower(): value.strip() for name, value in (line.split(":", 1) for line in lines[1:])}
-    return int(lines[0].split()[1]), headers, body
-
-
-def content_length(answer: bytes) -> int:
-    match = re.search(rb"\r\ncontent-length: *(\d+)", answer, flags=re.IGNORECASE)
-    return int(match.group(1)) if match else 1 << 30
+        return read_answer(sock)
 
 
 def test_nginx_own_errors_are_the_apps_json_bytes_over_https_and_http(stack):

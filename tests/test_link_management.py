@@ -8,10 +8,9 @@ from django.utils import timezone
 
 from links.clicks import click_counter
 from links.models import APIKey, DailyClicks, Link, LinkClicks
+from tests.project import BROWSER_USER_AGENT as BROWSER
 
 pytestmark = pytest.mark.django_db
-
-BROWSER = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36"
 
 
 def create(client, payload, **extra):

@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from tests.conftest import running_site
+from tests.project import BROWSER_USER_AGENT as BROWSER
 
 
 def test_sixteen_simultaneous_creations_of_one_url_make_one_link(live_site):
@@ -73,9 +74,6 @@ def test_forwarded_proto_is_ignored_from_an_untrusted_peer(live_site):
         headers={"X-Forwarded-Host": "evil.example"},
     )
     assert "evil.example" not in response.json()["short_url"]
-
-
-BROWSER = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36"
 
 
 def stored_clicks(site, slug) -> tuple[int, int]:

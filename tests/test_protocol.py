@@ -30,7 +30,7 @@ from links.models import Link, LinkTableVersion
 from links.protocol import FastRedirectProtocol
 from links.services import shorten_url
 from tests.conftest import ON_POSTGRES, PRODUCTION_HTTP_PROTOCOL, SETTLE_SECONDS, running_site
-from tests.project import BROWSER_USER_AGENT, PROJECT_DIR, free_port
+from tests.project import BROWSER_USER_AGENT, PROJECT_DIR, free_port, read_answer
 
 DATE_HEADER = re.compile(rb"\r\ndate: [^\r]*", re.IGNORECASE)
 
@@ -192,26 +192,12 @@ def short_keep_alive(request, tmp_path_factory):
         yield site, made.json()["short_slug"]
 
 
-def read_answer(sock: socket.socket) -> bytes:
-    """One whole answer (its head, and a body of its Content-Length)."""
-    received = b""
-    while b"\r\n\r\n" not in received:
-        chunk = sock.recv(65536)
-        assert chunk, f"closed mid-answer: {received!r}"
-        received += chunk
-    head, _, body = received.partition(b"\r\n\r\n")
-    length = int(re.search(rb"content-length: (\d+)", head, re.IGNORECASE).group(1))
-    while len(body) < length:
-        body += sock.recv(65536)
-    return head
-
-
 def redirects_in_turn(sock: socket.socket, slug: str, *, count: int, pause: float) -> float:
     """`count` redirects on one connection, each followed by `pause` seconds of
     nothing: when the last was answered."""
     for _ in range(count):
         sock.sendall(request("GET", f"/{slug}"))
-        assert read_answer(sock).startswith(b"HTTP/1.1 308 ")
+        assert read_answer(sock)[0] == 308
         answered = time.monotonic()
         time.sleep(pause)
     return answered
@@ -229,7 +215,7 @@ def test_an_idle_connection_is_closed_after_the_keep_alive_timeout(short_keep_al
     site, slug = short_keep_alive
     with connection_to(site.base_url) as sock:
         sock.sendall(request("GET", f"/{slug}" if path == "redirect" else path))
-        assert read_answer(sock).startswith((b"HTTP/1.1 308 ", b"HTTP/1.1 200 "))
+        assert read_answer(sock)[0] in (308, 200)
         assert_closed_a_timeout_after(sock, time.monotonic())
 
 
@@ -249,7 +235,7 @@ def test_a_connection_answered_more_often_than_the_timeout_stays_open(short_keep
     with connection_to(site.base_url) as sock:
         redirects_in_turn(sock, slug, count=6, pause=KEEP_ALIVE_SECONDS / 2)
         sock.sendall(request("GET", f"/{slug}", close=True))
-        assert read_answer(sock).startswith(b"HTTP/1.1 308 ")
+        assert read_answer(sock)[0] == 308
 
 
 def test_a_request_sent_slowly_is_not_cut_by_the_keep_alive_timeout(short_keep_alive):
@@ -258,12 +244,12 @@ def test_a_request_sent_slowly_is_not_cut_by_the_keep_alive_timeout(short_keep_a
     site, slug = short_keep_alive
     with connection_to(site.base_url) as sock:
         sock.sendall(request("GET", f"/{slug}"))
-        assert read_answer(sock).startswith(b"HTTP/1.1 308 ")
+        assert read_answer(sock)[0] == 308
         second = request("GET", f"/{slug}", close=True)
         sock.sendall(second[:20])
         time.sleep(KEEP_ALIVE_SECONDS * 2)
         sock.sendall(second[20:])
-        assert read_answer(sock).startswith(b"HTTP/1.1 308 ")
+        assert read_answer(sock)[0] == 308
 
 
 @pytest.mark.skipif(ON_POSTGRES, reason="holds SQLite's write lock to make Django's answer slow")

@@ -8,7 +8,8 @@ import subprocess
 
 import psutil
 
-BROWSER = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36"
+from tests.project import BROWSER_USER_AGENT as BROWSER
+from tests.project import read_answer
 
 
 def workers(server: subprocess.Popen) -> list[psutil.Process]:
@@ -38,22 +39,7 @@ def traced_request(
     ]
     with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
         sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + body)
-        response = b""
-        while b"\r\n\r\n" not in response:
-            chunk = sock.recv(65536)
-            assert chunk, "connection closed before the response headers"
-            response += chunk
-        head, _, content = response.partition(b"\r\n\r\n")
-        status_line, *header_lines = head.decode("latin-1").split("\r\n")
-        headers = {
-            name.strip().lower(): value.strip() for name, value in (h.split(":", 1) for h in header_lines)
-        }
-        length = int(headers.get("content-length", "0"))
-        while len(content) < length:
-            chunk = sock.recv(65536)
-            assert chunk, "connection closed before the response body"
-            content += chunk
-        status = int(status_line.split(" ", 2)[1])
+        status, headers, content = read_answer(sock)
         # The connection is still open (keep-alive): whose is it?
         client_port = sock.getsockname()[1]
         for worker in workers(server):
