@@ -19,6 +19,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import NamedTuple
 
@@ -198,7 +199,7 @@ class CounterRow(NamedTuple):
 
     link_id: int
     clicks: int  # to the link's total
-    last_clicked_at: str | None
+    last_clicked_at: str | datetime | None  # as the connection takes it (datetime_parameter)
     day: str
     day_clicks: int
     first_of_link: bool
@@ -213,30 +214,42 @@ class CounterRow(NamedTuple):
         return (self.clicks, at, at, day, day_clicks, day_clicks, day, self.link_id)
 
 
+def datetime_parameter() -> Callable[[float], object]:
+    """Seconds since the epoch as the connection's parameter for a datetime
+    column, made in the connection's time zone. On SQLite a naive datetime: it
+    is what Django's adapter makes of an aware one (make_naive in the
+    connection's zone), without converting each value (1 µs instead of 3.5)."""
+    zone = connection.timezone
+    if connection.features.supports_timezones:
+        return lambda moment: datetime.fromtimestamp(moment, zone)
+    as_db_datetime = connection.ops.adapt_datetimefield_value
+    return lambda moment: as_db_datetime(datetime.fromtimestamp(moment, zone).replace(tzinfo=None))
+
+
 def counter_rows(batch: Tally) -> list[CounterRow]:
     """One row per link and day, in that order: B-tree pages are visited once
     each, in sequence (measured: about a third faster for batches spread over
     many links), and a link's days arrive oldest first. The total and the last
     click go with a link's first row; a limited link has none (the database
-    took its clicks: services.take_limited_click)."""
-    as_db_datetime = connection.ops.adapt_datetimefield_value
+    took its clicks: services.take_limited_click). Made once a flush for every
+    link clicked, so kept plain: about 4 µs a row, from 6-10 (docs/performance.md,
+    2026-11-30, second session)."""
+    as_parameter = datetime_parameter()
+    day_texts = {day: day.isoformat() for day in batch.per_day}
+    totals, last_clicked = batch.clicks, batch.last_clicked
     rows: list[CounterRow] = []
+    previous_link = None
     for link_id, day, day_clicks in sorted(
         (link_id, day, clicks) for day, of_day in batch.per_day.items() for link_id, clicks in of_day.items()
     ):
-        first_of_link = not rows or rows[-1].link_id != link_id
-        moment = batch.last_clicked.get(link_id) if first_of_link else None
-        last_clicked_at = None if moment is None else as_db_datetime(datetime.fromtimestamp(moment, UTC))
-        rows.append(
-            CounterRow(
-                link_id=link_id,
-                clicks=batch.clicks.get(link_id, 0) if first_of_link else 0,
-                last_clicked_at=last_clicked_at,
-                day=day.isoformat(),
-                day_clicks=day_clicks,
-                first_of_link=first_of_link,
-            )
-        )
+        if link_id == previous_link:
+            rows.append(CounterRow(link_id, 0, None, day_texts[day], day_clicks, False))
+            continue
+        previous_link = link_id
+        moment = last_clicked.get(link_id)
+        last_clicked_at = None if moment is None else as_parameter(moment)
+        total = totals.get(link_id, 0)
+        rows.append(CounterRow(link_id, total, last_clicked_at, day_texts[day], day_clicks, True))
     return rows
 
 

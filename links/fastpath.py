@@ -199,6 +199,19 @@ def stored_datetime(value: str) -> datetime:
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
+def link_row(row: tuple | None) -> tuple | None:
+    """LINK_COLUMNS as RedirectFastPath._answer reads them: None (no such link),
+    or UNREADABLE_ROW for an expiry Django must read."""
+    if row is None:
+        return None
+    link_id, url, is_active, expires_at, max_clicks = row
+    try:
+        expires = None if expires_at is None else stored_datetime(expires_at)
+    except (TypeError, ValueError):
+        return UNREADABLE_ROW
+    return (link_id, url, bool(is_active), expires, max_clicks)
+
+
 # The first copy of a WAL index's header (sqlite.org/walformat.html, "The
 # WAL-Index Header"): its frame count, salts and checksums.
 WAL_INDEX_HEADER_BYTES = 48
@@ -294,21 +307,22 @@ class SQLiteLinks:
 
     def load(self, slug: str) -> tuple[int | None, tuple | None]:
         """`slug`'s row (None: no such link) and the links version it holds
-        under, read in one snapshot."""
+        under."""
         database = self._database()
         header = self._header_now()
+        if header is not None and header == self._header_read:
+            # Nothing committed since the version was read: the row alone
+            # (2.5-3 µs cheaper). A commit landing after the header's read
+            # gives a newer row, filed under the older version; the next
+            # question sees the header moved, and the new version clears it.
+            row = database.execute(LINK_QUERY, (slug,)).fetchone()
+            return self._version, link_row(row)
+        # The row, the version and data_version in one snapshot.
         data_version, version, *row = database.execute(SQLITE_MISS_QUERY, (slug,)).fetchone()
         # What this read saw: the next version() asks the version row again
         # only if another connection commits after it.
         self._data_version, self._version, self._header_read = data_version, version, header
-        link_id, url, is_active, expires_at, max_clicks = row
-        if link_id is None:
-            return version, None
-        try:
-            expires = None if expires_at is None else stored_datetime(expires_at)
-        except (TypeError, ValueError):
-            return version, UNREADABLE_ROW
-        return version, (link_id, url, bool(is_active), expires, max_clicks)
+        return version, link_row(None if row[0] is None else row)
 
     def reset(self) -> None:
         # The WAL index's map stays open (wal_index_map), unread until the

@@ -22,6 +22,7 @@ from django.utils import timezone
 from links.clicks import ClickCounter
 from links.fastpath import (
     DELEGATE,
+    LINK_QUERY,
     VERSION_POLL_SECONDS,
     VERSION_QUERY,
     RedirectFastPath,
@@ -311,29 +312,37 @@ def traced(fast_path: RedirectFastPath) -> list[str]:
     return statements
 
 
+def commit_a_click(link: Link) -> None:
+    """A commit by another connection that changes no link (the cache stays warm)."""
+    counter = ClickCounter()
+    counter.record(link.pk)
+    assert counter.flush() == 1
+
+
 @pytest.mark.skipif(ON_POSTGRES, reason="SQLite's reader: PostgreSQL's version is heard, not read")
-def test_a_miss_is_one_statement_and_a_hit_none_until_something_is_committed(fast_path, link):
-    fast_path.start()
+def test_sqlite_is_asked_only_what_a_commit_since_the_last_read_makes_necessary(fast_path, link):
+    fast_path.start()  # reads the version
     statements = traced(fast_path)
-    assert answers_redirect(fast_path, link.slug)  # a miss: row and version in one snapshot
-    assert len(statements) == 1 and "pragma_data_version()" in statements[0]
+    assert answers_redirect(fast_path, link.slug)  # a miss, nothing committed since: the row alone
+    assert statements == [LINK_QUERY.replace("?", f"'{link.slug}'")]
     statements.clear()
     for _ in range(3):
         # A hit while the WAL index's header stands still: nothing committed since.
         assert answers_redirect(fast_path, link.slug)
     assert statements == []
-    # Another connection commits (clicks: no link changes, so the cache stays
-    # warm): the next hit asks SQLite, and reads the version row again.
-    counter = ClickCounter()
-    counter.record(link.pk)
-    assert counter.flush() == 1
+    commit_a_click(link)
+    # The next hit asks SQLite, and reads the version row again.
     assert answers_redirect(fast_path, link.slug)
     assert statements == ["PRAGMA data_version", VERSION_QUERY]
     statements.clear()
     assert answers_redirect(fast_path, link.slug)
-    assert statements == []
-    assert lookup(fast_path, "NoSuchSlug") is None  # not cached: read each time, in one statement
-    assert len(statements) == 1
+    assert lookup(fast_path, "NoSuchSlug") is None  # never cached: read each time
+    assert statements == [LINK_QUERY.replace("?", "'NoSuchSlug'")]
+    statements.clear()
+    commit_a_click(link)
+    # A miss after a commit: the row, the version and data_version in one statement.
+    assert lookup(fast_path, "NoSuchSlug") is None
+    assert len(statements) == 1 and "pragma_data_version()" in statements[0]
 
 
 # Run in another process: F_GETLK reports only other processes' locks.
