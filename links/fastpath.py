@@ -40,6 +40,7 @@ import mmap
 import os
 import re
 import sqlite3
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -213,8 +214,11 @@ def link_row(row: tuple | None) -> tuple | None:
 
 
 # The first copy of a WAL index's header (sqlite.org/walformat.html, "The
-# WAL-Index Header"): its frame count, salts and checksums.
+# WAL-Index Header"): its frame count, salts and checksums. It starts with the
+# index's format version, in the machine's byte order: 3007000 since SQLite 3.7.0
+# (2010), and every version of SQLite sharing a database reads that format.
 WAL_INDEX_HEADER_BYTES = 48
+WAL_INDEX_VERSION = 3007000
 # Every `-shm` file mapped by this process, by its identity (device, inode):
 # kept open and mapped for the life of the process. Closing any descriptor of a
 # file drops every POSIX lock this process holds on it, and SQLite's own
@@ -229,7 +233,8 @@ def wal_index_map(path: str) -> mmap.mmap:
     mapped read-only. Every commit, by any connection of any process, rewrites
     it: SQLite compares the same bytes to learn whether its own page cache is
     stale. To be read only while a connection of this process has the database
-    open (whose shared lock on the file stops its truncation)."""
+    open (whose shared lock on the file stops its truncation). ValueError for an
+    index of another format: then the pragma is asked every time."""
     known = os.stat(path)
     mapped = _WAL_INDEX_MAPS.get((known.st_dev, known.st_ino))
     if mapped is None:
@@ -237,6 +242,8 @@ def wal_index_map(path: str) -> mmap.mmap:
         opened = os.fstat(descriptor)
         mapped = mmap.mmap(descriptor, WAL_INDEX_HEADER_BYTES, access=mmap.ACCESS_READ)
         _WAL_INDEX_MAPS[(opened.st_dev, opened.st_ino)] = mapped
+    if int.from_bytes(mapped[:4], sys.byteorder) != WAL_INDEX_VERSION:
+        raise ValueError(f"{path}: not a WAL index this reader knows")
     return mapped
 
 

@@ -28,6 +28,7 @@ from links.fastpath import (
     RedirectFastPath,
     SQLiteLinks,
     links_from_settings,
+    wal_index_map,
 )
 from links.models import DailyClicks, Link, LinkClicks, LinkStatus, LinkTableVersion
 from links.services import mark_links_changed, shorten_url, update_link
@@ -373,6 +374,14 @@ def test_watching_the_wal_index_keeps_sqlites_own_lock_on_it(fast_path, link):
         assert answers_redirect(fast_path, link.slug)
         assert holder() == os.getpid()
         fast_path.links.reset()
+
+
+def test_a_wal_index_of_another_format_is_not_watched(tmp_path):
+    # Its header's bytes might not move at every commit: the pragma is asked instead.
+    other = tmp_path / "other.sqlite3-shm"
+    other.write_bytes((3008000).to_bytes(4, sys.byteorder) + bytes(32764))
+    with pytest.raises(ValueError, match="not a WAL index"):
+        wal_index_map(str(other))
 
 
 @pytest.mark.skipif(ON_POSTGRES, reason="SQLite's reader")
