@@ -21,11 +21,13 @@ miss a writer: the database's triggers (links/triggers.py) bump
 `links_linktableversion` in the same transaction as any change to a link.
 
 - SQLite (SQLiteLinks): a read-only connection of the worker's own, in the
-  event loop. A cached answer is given only after asking `PRAGMA
-  data_version` whether another connection committed anything (a call into
-  SQLite, no I/O), and then re-reading the version row; a new version clears
-  the cache. A miss reads its row and the version in one statement: one
-  snapshot, so the row is filed under the version it was read with.
+  event loop. A cached answer is given only after learning whether anything
+  was committed since the version was read: the WAL index's header (a memory
+  read, wal_index_map) moves at every commit, and only then are `PRAGMA
+  data_version` and the version row asked; a new version clears the cache. A
+  miss reads its row alone when nothing was committed since, or else the row
+  and the version in one statement: one snapshot, so the row is filed under
+  the version it was read with.
 - PostgreSQL (PostgresLinks): misses are read in a thread on a small pool; a
   listener thread hears the triggers' NOTIFY at commit, and reads the version
   row every second in case a notification was lost.
@@ -35,11 +37,13 @@ not kept, so no answer outlives the change that made it wrong.
 """
 
 import asyncio
+import fcntl
 import logging
 import mmap
 import os
 import re
 import sqlite3
+import struct
 import sys
 import threading
 import time
@@ -219,13 +223,31 @@ def link_row(row: tuple | None) -> tuple | None:
 # (2010), and every version of SQLite sharing a database reads that format.
 WAL_INDEX_HEADER_BYTES = 48
 WAL_INDEX_VERSION = 3007000
-# Every `-shm` file mapped by this process, by its identity (device, inode):
-# kept open and mapped for the life of the process. Closing any descriptor of a
-# file drops every POSIX lock this process holds on it, and SQLite's own
-# connections hold theirs on the `-shm` file: the shared lock that keeps another
-# process from truncating it while it is mapped, and the read marks that keep a
-# checkpoint from overwriting what a reader still reads.
+# The byte of the index that every connection with the database open holds a
+# shared lock on (SQLite's "DMS" lock, os_unix.c): while it is held, no other
+# process may truncate or re-create the file.
+WAL_INDEX_OPEN_LOCK_BYTE = 128
+# Every `-shm` file opened and mapped by this process, by its identity (device,
+# inode), kept open for the life of the process. Closing any descriptor of a
+# file drops every POSIX lock this process holds on it, SQLite's own included:
+# the shared lock above, and the read marks that keep a checkpoint from
+# overwriting what a reader still reads. One descriptor per file ever watched: a
+# new one only when the file is made anew, which SQLite does only when no
+# connection has the database open.
+_WAL_INDEX_DESCRIPTORS: dict[tuple[int, int], int] = {}
 _WAL_INDEX_MAPS: dict[tuple[int, int], mmap.mmap] = {}
+
+
+def _held_open_by_sqlite(descriptor: int) -> bool:
+    """Whether a connection (this process's own, when it has the database open)
+    holds the index's open lock: so this is the file SQLite uses. Asked with an
+    open-file-description lock, which sees this process's own POSIX locks too."""
+    ask = getattr(fcntl, "F_OFD_GETLK", None)
+    if ask is None:
+        return False  # not Linux: not known, so not watched
+    wanted = struct.pack("@hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, WAL_INDEX_OPEN_LOCK_BYTE, 1, 0)
+    (held, *_) = struct.unpack("@hhqqi4x", fcntl.fcntl(descriptor, ask, wanted))
+    return held == fcntl.F_RDLCK
 
 
 def wal_index_map(path: str) -> mmap.mmap:
@@ -233,15 +255,26 @@ def wal_index_map(path: str) -> mmap.mmap:
     mapped read-only. Every commit, by any connection of any process, rewrites
     it: SQLite compares the same bytes to learn whether its own page cache is
     stale. To be read only while a connection of this process has the database
-    open (whose shared lock on the file stops its truncation). ValueError for an
-    index of another format: then the pragma is asked every time."""
+    open (whose shared lock on the file stops its truncation). ValueError when
+    the file is not one to watch (too short, not locked by SQLite, another
+    format): then the pragma is asked every time."""
     known = os.stat(path)
-    mapped = _WAL_INDEX_MAPS.get((known.st_dev, known.st_ino))
+    identity = (known.st_dev, known.st_ino)
+    mapped = _WAL_INDEX_MAPS.get(identity)
     if mapped is None:
-        descriptor = os.open(path, os.O_RDONLY)  # never closed: above
-        opened = os.fstat(descriptor)
-        mapped = mmap.mmap(descriptor, WAL_INDEX_HEADER_BYTES, access=mmap.ACCESS_READ)
-        _WAL_INDEX_MAPS[(opened.st_dev, opened.st_ino)] = mapped
+        descriptor = _WAL_INDEX_DESCRIPTORS.get(identity)
+        if descriptor is None:
+            descriptor = os.open(path, os.O_RDONLY)  # never closed: above
+            opened = os.fstat(descriptor)
+            identity = (opened.st_dev, opened.st_ino)
+            _WAL_INDEX_DESCRIPTORS[identity] = descriptor
+        if os.fstat(descriptor).st_size < WAL_INDEX_HEADER_BYTES:
+            raise ValueError(f"{path}: no WAL index header")
+        mapped = _WAL_INDEX_MAPS[identity] = mmap.mmap(
+            descriptor, WAL_INDEX_HEADER_BYTES, access=mmap.ACCESS_READ
+        )
+    if not _held_open_by_sqlite(_WAL_INDEX_DESCRIPTORS[identity]):
+        raise ValueError(f"{path}: not the WAL index SQLite has open")
     if int.from_bytes(mapped[:4], sys.byteorder) != WAL_INDEX_VERSION:
         raise ValueError(f"{path}: not a WAL index this reader knows")
     return mapped
@@ -274,20 +307,27 @@ class SQLiteLinks:
 
     def _database(self) -> sqlite3.Connection:
         if self._connection is None:
-            self._connection = connection = sqlite3.connect(
+            connection = sqlite3.connect(
                 f"file:{self.path}?mode=ro", uri=True, check_same_thread=False, timeout=5
             )
-            connection.execute("PRAGMA query_only = ON")
-            connection.execute("PRAGMA mmap_size = 134217728")
-            # A read opens the WAL index; a database in another journal mode
-            # (not this site's) has none, and is asked with the pragma every time.
-            (journal_mode,) = connection.execute("PRAGMA journal_mode").fetchone()
-            connection.execute("PRAGMA data_version").fetchone()
-            if journal_mode == "wal":
-                try:
-                    self._wal_index = wal_index_map(f"{self.path}-shm")
-                except (OSError, ValueError):
-                    self._wal_index = None
+            try:
+                connection.execute("PRAGMA query_only = ON")
+                connection.execute("PRAGMA mmap_size = 134217728")
+                # A read opens the WAL index; a database in another journal mode
+                # (not this site's) has none, and is asked the pragma every time.
+                (journal_mode,) = connection.execute("PRAGMA journal_mode").fetchone()
+                connection.execute("PRAGMA data_version").fetchone()
+                # The file as SQLite resolved it (through symbolic links): its
+                # index is beside it.
+                (_, _, database_file) = connection.execute("PRAGMA database_list").fetchone()
+            except BaseException:
+                connection.close()
+                raise
+            try:
+                self._wal_index = wal_index_map(f"{database_file}-shm") if journal_mode == "wal" else None
+            except (OSError, ValueError):
+                self._wal_index = None
+            self._connection = connection
         return self._connection
 
     def _header_now(self) -> bytes | None:

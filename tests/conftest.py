@@ -118,8 +118,9 @@ def query_database(env: dict, sql: str, params: tuple = ()) -> list[tuple]:
 
 
 # How long a committed change may take to reach every worker. SQLite: none, a
-# cached answer asks PRAGMA data_version first, a miss reads the version with the
-# row. PostgreSQL: the NOTIFY reaches each worker's
+# cached answer first looks whether the WAL index's header moved (and then asks
+# PRAGMA data_version), a miss reads the version with the row unless nothing was
+# committed since. PostgreSQL: the NOTIFY reaches each worker's
 # listening thread asynchronously (typically well under a millisecond, longer on
 # a loaded machine), and the version row is read every VERSION_POLL_SECONDS even
 # if a notification is lost: that is the bound docs/scaling.md gives.

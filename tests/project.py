@@ -41,7 +41,8 @@ def free_port() -> int:
 def read_answer(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
     """One HTTP/1.1 answer off a socket (plain or TLS): its status, its headers
     (names in lower case) and its body, as long as its Content-Length says or,
-    without one, up to the server's close."""
+    without one, up to the server's close. Not for an answer whose length is
+    not its body's (to HEAD, a 304): it would wait for that body."""
     received = b""
     while b"\r\n\r\n" not in received:
         chunk = sock.recv(65536)

@@ -9,6 +9,7 @@ again on PostgreSQL (scripts/with_postgres.sh)."""
 import asyncio
 import gc
 import threading
+import time
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
@@ -18,7 +19,7 @@ from django.db import connection, connections
 from django.db.migrations.executor import MigrationExecutor
 from django.utils import timezone
 
-from links.clicks import ClickCounter
+from links.clicks import ClickCounter, datetime_parameter
 from links.fastpath import DELEGATE, RedirectFastPath
 from links.models import DailyClicks, Link, LinkClicks, LinkStatus, LinkTableVersion
 from links.services import shorten_url, take_limited_click
@@ -444,3 +445,27 @@ def test_migration_0004_keeps_days_in_the_counters_and_moves_them_back():
         (date(2026, 11, 29), 4),
     ]
     assert DailyClicks.objects.filter(day=date(2026, 11, 30)).get().count == 1
+
+
+@pytest.mark.parametrize("time_zone", [None, "Europe/Paris"], ids=["UTC", "a zone with summer time"])
+def test_a_flush_gives_the_database_what_djangos_adapter_gives(time_zone, monkeypatch):
+    # The click flush makes its datetimes its own way (faster); they must be
+    # Django's, to the microsecond, around a summer time change too. (A
+    # DATABASES TIME_ZONE is for backends without time zones: SQLite.)
+    if time_zone is not None:
+        if connection.features.supports_timezones:
+            pytest.skip("Django refuses a TIME_ZONE for a database that has time zones")
+        monkeypatch.setitem(connection.settings_dict, "TIME_ZONE", time_zone)
+    for cached in ("timezone", "timezone_name"):
+        connections["default"].__dict__.pop(cached, None)
+    try:
+        assert str(connection.timezone) == (time_zone or "UTC")
+        as_parameter = datetime_parameter()
+        django_adapts = connection.ops.adapt_datetimefield_value
+        # The last hour of summer time in Paris in 2026, then the hour repeated.
+        change = datetime(2026, 10, 25, 1, tzinfo=UTC).timestamp()
+        for moment in (change - 1800.000001, change - 0.5, change, change + 1800.25, time.time()):
+            assert as_parameter(moment) == django_adapts(datetime.fromtimestamp(moment, UTC)), moment
+    finally:
+        for cached in ("timezone", "timezone_name"):
+            connections["default"].__dict__.pop(cached, None)

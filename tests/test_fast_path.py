@@ -12,7 +12,8 @@ import httpx
 import pytest
 
 from tests.conftest import SETTLE_SECONDS, running_site
-from tests.workers import BROWSER, traced_request, workers
+from tests.project import BROWSER_USER_AGENT
+from tests.workers import traced_request, workers
 
 # Each worker must answer at least this many requests of every check.
 PER_WORKER = 4
@@ -221,9 +222,8 @@ def test_a_click_limit_set_later_is_exact(site, api):
     slug = new_link(site, "limit-later")
     every_worker_answers(site, slug, 308, method="HEAD")
     assert api.patch(f"/api/links/{slug}/", json={"max_clicks": 3}).status_code == 200
-    seen = [
-        httpx.get(f"{site.base_url}/{slug}", headers={"User-Agent": BROWSER}).status_code for _ in range(6)
-    ]
+    browser = {"User-Agent": BROWSER_USER_AGENT}
+    seen = [httpx.get(f"{site.base_url}/{slug}", headers=browser).status_code for _ in range(6)]
     assert seen == [308, 308, 308, 410, 410, 410]
 
 
@@ -232,8 +232,9 @@ def test_clicks_on_the_fast_path_are_counted_and_head_is_not(site):
     # At least PER_WORKER HEADs on each worker, none of them to be counted.
     every_worker_answers(site, slug, 308, method="HEAD")
     gets = 30
+    browser = {"User-Agent": BROWSER_USER_AGENT}
     for _ in range(gets):
-        assert httpx.get(f"{site.base_url}/{slug}", headers={"User-Agent": BROWSER}).status_code == 308
+        assert httpx.get(f"{site.base_url}/{slug}", headers=browser).status_code == 308
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         clicks = site.clicks(slug)

@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from links.clicks import click_counter
 from links.models import APIKey, DailyClicks, Link, LinkClicks
-from tests.project import BROWSER_USER_AGENT as BROWSER
+from tests.project import BROWSER_USER_AGENT
 
 pytestmark = pytest.mark.django_db
 
@@ -17,7 +17,7 @@ def create(client, payload, **extra):
     return client.post("/", json.dumps(payload), content_type="application/json", **extra)
 
 
-def visit(client, slug, *, method="get", user_agent=BROWSER, **extra):
+def visit(client, slug, *, method="get", user_agent=BROWSER_USER_AGENT, **extra):
     return getattr(client, method)(f"/{slug}", HTTP_USER_AGENT=user_agent, **extra)
 
 
@@ -170,7 +170,7 @@ def test_clicks_are_counted_in_batches_with_daily_totals(client):
 @pytest.mark.parametrize(
     ("method", "user_agent"),
     [
-        ("head", BROWSER),
+        ("head", BROWSER_USER_AGENT),
         ("get", "Googlebot/2.1 (+http://www.google.com/bot.html)"),
         ("get", "Slackbot-LinkExpanding 1.0 (+https://api.slack.com/robots)"),
         ("get", "facebookexternalhit/1.1"),
@@ -189,9 +189,10 @@ def test_the_bot_detector_reads_only_the_start_of_a_long_user_agent(client):
     # Its time grows faster than the text it reads: 8,000 characters held a worker for 10 s.
     slug = create(client, {"url": "https://example.com/long-agents"}).json()["short_slug"]
     for user_agent in (
-        BROWSER + " " + "a" * 8000,  # a browser with a long tail: counted
+        BROWSER_USER_AGENT + " " + "a" * 8000,  # a browser with a long tail: counted
         "Googlebot/2.1 " + "a" * 8000,  # a bot names itself at the start: not counted
-        BROWSER + " " + "a" * 300 + " Googlebot/2.1",  # a name past what is read: not seen, counted
+        # A bot's name past what is read: not seen, counted.
+        BROWSER_USER_AGENT + " " + "a" * 300 + " Googlebot/2.1",
     ):
         assert visit(client, slug, user_agent=user_agent).status_code == 308
     click_counter.flush()

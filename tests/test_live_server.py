@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from tests.conftest import running_site
-from tests.project import BROWSER_USER_AGENT as BROWSER
+from tests.project import BROWSER_USER_AGENT
 
 
 def test_sixteen_simultaneous_creations_of_one_url_make_one_link(live_site):
@@ -91,7 +91,8 @@ def stored_clicks(site, slug) -> tuple[int, int]:
 
 def visit_concurrently(base_url: str, slug: str, *, visits: int, threads: int = 16) -> list[int]:
     def one_thread(count):
-        with httpx.Client(base_url=base_url, timeout=30, headers={"User-Agent": BROWSER}) as client:
+        browser = {"User-Agent": BROWSER_USER_AGENT}
+        with httpx.Client(base_url=base_url, timeout=30, headers=browser) as client:
             return [client.get(f"/{slug}").status_code for _ in range(count)]
 
     per_thread = [visits // threads + (1 if i < visits % threads else 0) for i in range(threads)]

@@ -11,20 +11,23 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from django.core.management.sql import emit_post_migrate_signal
 from django.db import connection, models, transaction
 from django.utils import timezone
 
+from links import fastpath
 from links.clicks import ClickCounter
 from links.fastpath import (
     DELEGATE,
     LINK_QUERY,
     VERSION_POLL_SECONDS,
     VERSION_QUERY,
+    WAL_INDEX_OPEN_LOCK_BYTE,
     RedirectFastPath,
     SQLiteLinks,
     links_from_settings,
@@ -346,12 +349,38 @@ def test_sqlite_is_asked_only_what_a_commit_since_the_last_read_makes_necessary(
     assert len(statements) == 1 and "pragma_data_version()" in statements[0]
 
 
+@pytest.mark.skipif(ON_POSTGRES, reason="SQLite's reader")
+@pytest.mark.parametrize("committed_before", [False, True], ids=["the row alone", "row and version"])
+def test_a_change_committed_while_a_miss_is_read_reaches_the_next_request(fast_path, link, committed_before):
+    # The WAL index's header is read before each statement: a change committed
+    # after the statement's snapshot began (here, from SQLite's progress
+    # handler, in the middle of the read) has moved it since.
+    fast_path.start()
+    if committed_before:
+        commit_a_click(link)  # the miss then reads the row and the version together
+    database = fast_path.links._database()
+    calls = []
+
+    def disable_mid_read() -> int:
+        calls.append(1)
+        if len(calls) == 3:  # the read transaction has begun by then
+            disable = "UPDATE links_link SET is_active = %s WHERE slug = %s"
+            from_another_connection(disable, (False, link.slug))
+        return 0
+
+    database.set_progress_handler(disable_mid_read, 1)
+    lookup(fast_path, link.slug)  # raced the commit: either answer is right
+    database.set_progress_handler(None, 0)
+    assert len(calls) >= 3, "the change was committed during the read"
+    assert lookup(fast_path, link.slug) is DELEGATE
+
+
 # Run in another process: F_GETLK reports only other processes' locks.
-LOCK_HOLDER = """
+LOCK_HOLDER = f"""
 import fcntl, os, struct, sys
 descriptor = os.open(sys.argv[1], os.O_RDWR)
-# struct flock: would a write lock on SQLite's DMS byte (offset 128) be refused?
-wanted = struct.pack("@hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, 128, 1, 0)
+# struct flock: would a write lock on SQLite's open lock byte be refused?
+wanted = struct.pack("@hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, {WAL_INDEX_OPEN_LOCK_BYTE}, 1, 0)
 lock_type, _, _, _, pid = struct.unpack("@hhqqi4x", fcntl.fcntl(descriptor, fcntl.F_GETLK, wanted))
 print(pid if lock_type == fcntl.F_RDLCK else 0)
 """
@@ -361,7 +390,9 @@ print(pid if lock_type == fcntl.F_RDLCK else 0)
 def test_watching_the_wal_index_keeps_sqlites_own_lock_on_it(fast_path, link):
     # Closing any descriptor of the -shm file would drop the lock SQLite's
     # connection holds on it, and let another process truncate the file under
-    # the fast path's map (links.fastpath.wal_index_map).
+    # the fast path's map (links.fastpath.wal_index_map). A descriptor closed at
+    # the reconnection is caught too: Django's connection in this process keeps
+    # the database open meanwhile, so SQLite does not lock the file afresh.
     shm = f"{connection.settings_dict['NAME']}-shm"
 
     def holder() -> int:
@@ -376,33 +407,72 @@ def test_watching_the_wal_index_keeps_sqlites_own_lock_on_it(fast_path, link):
         fast_path.links.reset()
 
 
-def test_a_wal_index_of_another_format_is_not_watched(tmp_path):
-    # Its header's bytes might not move at every commit: the pragma is asked instead.
-    other = tmp_path / "other.sqlite3-shm"
-    other.write_bytes((3008000).to_bytes(4, sys.byteorder) + bytes(32764))
-    with pytest.raises(ValueError, match="not a WAL index"):
-        wal_index_map(str(other))
+def copy_of_test_database(copy: Path, *, journal_mode: str = "wal") -> Path:
+    with closing(sqlite3.connect(connection.settings_dict["NAME"])) as source:
+        with closing(sqlite3.connect(copy)) as target:
+            source.backup(target)
+            target.execute(f"PRAGMA journal_mode={journal_mode}")
+    return copy
+
+
+def assert_every_hit_asks(links: SQLiteLinks, slug: str) -> None:
+    """Nothing watched: each question runs the pragma, and a change by another
+    connection is still seen."""
+    assert links.load(slug)[1] is not None
+    assert links._wal_index is None
+    statements = []
+    links._database().set_trace_callback(statements.append)
+    before = links.version()
+    assert links.version() == before
+    assert statements == ["PRAGMA data_version"] * 2
+    with closing(sqlite3.connect(links.path)) as writer, writer:
+        writer.execute("UPDATE links_link SET is_active = 0 WHERE slug = ?", (slug,))
+    assert links.version() > before
 
 
 @pytest.mark.skipif(ON_POSTGRES, reason="SQLite's reader")
-def test_a_database_not_in_wal_mode_is_asked_on_every_hit(fast_path, link, tmp_path):
-    # No WAL index to watch (a copy in rollback-journal mode): every hit asks
-    # PRAGMA data_version, and a change by another connection is still seen.
-    copy = tmp_path / "rollback.sqlite3"
-    with sqlite3.connect(connection.settings_dict["NAME"]) as source, sqlite3.connect(copy) as target:
-        source.backup(target)
-        target.execute("PRAGMA journal_mode=DELETE")
-    links = SQLiteLinks(copy)
+def test_a_wal_index_of_another_format_is_not_watched(link, tmp_path, monkeypatch):
+    # Its header's bytes might not move at every commit: the pragma is asked instead.
+    monkeypatch.setattr(fastpath, "WAL_INDEX_VERSION", fastpath.WAL_INDEX_VERSION + 1000)
+    links = SQLiteLinks(copy_of_test_database(tmp_path / "copy.sqlite3"))
+    try:
+        assert_every_hit_asks(links, link.slug)
+    finally:
+        links.close()
+
+
+@pytest.mark.skipif(ON_POSTGRES, reason="SQLite's reader")
+def test_a_leftover_index_beside_a_linked_database_is_not_the_one_watched(link, tmp_path):
+    # The database opened through a symbolic link: SQLite keeps its index beside
+    # the file the link points to. A leftover index beside the link itself, in
+    # the right format, is written by nobody; watching it would serve every
+    # cached answer forever.
+    real = copy_of_test_database(tmp_path / "real.sqlite3")
+    linked = tmp_path / "linked.sqlite3"
+    linked.symlink_to(real)
+    links = SQLiteLinks(linked)
     try:
         assert links.load(link.slug)[1] is not None
-        statements = []
-        links._database().set_trace_callback(statements.append)
+        # The same header, in a file no one has open. (Not a copy of the file:
+        # opening and closing it would drop this process's locks on it.)
+        Path(f"{linked}-shm").write_bytes(links._wal_index[:] + bytes(32768 - len(links._wal_index)))
+        with pytest.raises(ValueError, match="not the WAL index SQLite has open"):
+            wal_index_map(f"{linked}-shm")
+        assert links._wal_index is wal_index_map(f"{real}-shm")
         before = links.version()
-        assert links.version() == before
-        assert statements == ["PRAGMA data_version"] * 2
-        with sqlite3.connect(copy) as writer:
+        with closing(sqlite3.connect(real)) as writer, writer:
             writer.execute("UPDATE links_link SET is_active = 0 WHERE slug = ?", (link.slug,))
         assert links.version() > before
+    finally:
+        links.close()
+
+
+@pytest.mark.skipif(ON_POSTGRES, reason="SQLite's reader")
+def test_a_database_not_in_wal_mode_is_asked_on_every_hit(link, tmp_path):
+    # No WAL index to watch (a copy in rollback-journal mode).
+    links = SQLiteLinks(copy_of_test_database(tmp_path / "rollback.sqlite3", journal_mode="DELETE"))
+    try:
+        assert_every_hit_asks(links, link.slug)
     finally:
         links.close()
 

@@ -8,8 +8,7 @@ import subprocess
 
 import psutil
 
-from tests.project import BROWSER_USER_AGENT as BROWSER
-from tests.project import read_answer
+from tests.project import BROWSER_USER_AGENT, read_answer
 
 
 def workers(server: subprocess.Popen) -> list[psutil.Process]:
@@ -33,7 +32,7 @@ def traced_request(
     head = [
         f"{method} {path} HTTP/1.1",
         f"Host: {host or f'127.0.0.1:{port}'}",
-        f"User-Agent: {BROWSER}",
+        f"User-Agent: {BROWSER_USER_AGENT}",
         f"Content-Length: {len(body)}",
         *(["Content-Type: application/json"] if payload is not None else []),
     ]
