@@ -36,6 +36,7 @@ generation_file.write_text("0")
 rounds = 200_000
 slug = slugs[0]
 pragma = fast_path.links._database().cursor()
+assert fast_path.links._wal_index is not None, "not watching the WAL index: a hit would ask the pragma"
 cache = fast_path._cache
 results = {
     "dictionary hit only": timeit.timeit(lambda: cache[slug], number=rounds),

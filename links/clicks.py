@@ -216,13 +216,13 @@ class CounterRow(NamedTuple):
 
 def datetime_parameter() -> Callable[[float], object]:
     """Seconds since the epoch as the connection's parameter for a datetime
-    column: what Django's adapter makes of the aware datetime. Made in the
-    connection's time zone, so that on SQLite (no time zones) the adapter is
-    given it naive and has nothing to convert: 1 µs a value instead of 3.5."""
-    zone = connection.timezone
-    if connection.features.supports_timezones:
-        return lambda moment: datetime.fromtimestamp(moment, zone)
+    column: what Django's adapter makes of the aware datetime. On SQLite (no
+    time zones) it is made in the connection's zone and given to the adapter
+    naive, so the adapter has nothing to convert: 1 µs a value instead of 3.5."""
     as_db_datetime = connection.ops.adapt_datetimefield_value
+    if connection.features.supports_timezones:
+        return lambda moment: as_db_datetime(datetime.fromtimestamp(moment, UTC))
+    zone = connection.timezone
     return lambda moment: as_db_datetime(datetime.fromtimestamp(moment, zone).replace(tzinfo=None))
 
 

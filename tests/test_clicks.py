@@ -448,13 +448,10 @@ def test_migration_0004_keeps_days_in_the_counters_and_moves_them_back():
 
 
 @pytest.mark.parametrize("time_zone", [None, "Europe/Paris"], ids=["UTC", "a zone with summer time"])
-def test_a_flush_gives_the_database_what_djangos_adapter_gives(time_zone, monkeypatch):
+def test_the_flush_gives_the_database_the_datetimes_djangos_adapter_gives(time_zone, monkeypatch):
     # The click flush makes its datetimes its own way (faster); they must be
-    # Django's, to the microsecond, around a summer time change too. (A
-    # DATABASES TIME_ZONE is for backends without time zones: SQLite.)
+    # Django's, to the microsecond, around a summer time change too.
     if time_zone is not None:
-        if connection.features.supports_timezones:
-            pytest.skip("Django refuses a TIME_ZONE for a database that has time zones")
         monkeypatch.setitem(connection.settings_dict, "TIME_ZONE", time_zone)
     for cached in ("timezone", "timezone_name"):
         connections["default"].__dict__.pop(cached, None)
