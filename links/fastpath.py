@@ -227,6 +227,8 @@ WAL_INDEX_VERSION = 3007000
 # shared lock on (SQLite's "DMS" lock, os_unix.c): while it is held, no other
 # process may truncate or re-create the file.
 WAL_INDEX_OPEN_LOCK_BYTE = 128
+# Linux's struct flock (type, whence, start, length, pid), for fcntl's lock queries.
+FLOCK_FORMAT = "@hhqqi4x"
 # Every `-shm` file opened and mapped by this process, by its identity (device,
 # inode), kept open for the life of the process. Closing any descriptor of a
 # file drops every POSIX lock this process holds on it, SQLite's own included:
@@ -247,8 +249,8 @@ def _held_open_by_sqlite(descriptor: int) -> bool:
     ask = getattr(fcntl, "F_OFD_GETLK", None)
     if ask is None:
         return False  # not Linux: not known, so not watched
-    wanted = struct.pack("@hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, WAL_INDEX_OPEN_LOCK_BYTE, 1, 0)
-    (held, *_) = struct.unpack("@hhqqi4x", fcntl.fcntl(descriptor, ask, wanted))
+    wanted = struct.pack(FLOCK_FORMAT, fcntl.F_WRLCK, os.SEEK_SET, WAL_INDEX_OPEN_LOCK_BYTE, 1, 0)
+    (held, *_) = struct.unpack(FLOCK_FORMAT, fcntl.fcntl(descriptor, ask, wanted))
     return held == fcntl.F_RDLCK
 
 
@@ -262,21 +264,19 @@ def wal_index_map(path: str) -> mmap.mmap:
     format): then the pragma is asked every time."""
     known = os.stat(path)
     identity = (known.st_dev, known.st_ino)
+    if identity not in _WAL_INDEX_DESCRIPTORS:
+        opening = os.open(path, os.O_RDONLY)  # never closed: above
+        opened = os.fstat(opening)
+        identity = (opened.st_dev, opened.st_ino)
+        _WAL_INDEX_DESCRIPTORS.setdefault(identity, opening)
+    descriptor = _WAL_INDEX_DESCRIPTORS[identity]
     mapped = _WAL_INDEX_MAPS.get(identity)
     if mapped is None:
-        descriptor = _WAL_INDEX_DESCRIPTORS.get(identity)
-        if descriptor is None:
-            descriptor = os.open(path, os.O_RDONLY)  # never closed: above
-            opened = os.fstat(descriptor)
-            identity = (opened.st_dev, opened.st_ino)
-            _WAL_INDEX_DESCRIPTORS[identity] = descriptor
-        mapped = _WAL_INDEX_MAPS.get(identity)
-        if mapped is None:
-            if os.fstat(descriptor).st_size < WAL_INDEX_HEADER_BYTES:
-                raise ValueError(f"{path}: no WAL index header")
-            mapped = mmap.mmap(descriptor, WAL_INDEX_HEADER_BYTES, access=mmap.ACCESS_READ)
-            _WAL_INDEX_MAPS[identity] = mapped
-    if not _held_open_by_sqlite(_WAL_INDEX_DESCRIPTORS[identity]):
+        if os.fstat(descriptor).st_size < WAL_INDEX_HEADER_BYTES:
+            raise ValueError(f"{path}: no WAL index header")
+        mapped = mmap.mmap(descriptor, WAL_INDEX_HEADER_BYTES, access=mmap.ACCESS_READ)
+        _WAL_INDEX_MAPS[identity] = mapped
+    if not _held_open_by_sqlite(descriptor):
         raise ValueError(f"{path}: not the WAL index SQLite has open")
     if int.from_bytes(mapped[:4], sys.byteorder) != WAL_INDEX_VERSION:
         raise ValueError(f"{path}: not a WAL index this reader knows")
@@ -340,6 +340,11 @@ class SQLiteLinks:
     def _header_now(self) -> bytes | None:
         return None if self._wal_index is None else self._wal_index[:WAL_INDEX_HEADER_BYTES]
 
+    def _nothing_committed_since_read(self, header: bytes | None) -> bool:
+        """Whether `header`, read now, is the one seen when the version was
+        last read: no commit since, by anyone."""
+        return header is not None and header == self._header_read
+
     def version(self) -> int:
         """The links version now, asked before every cached answer is given.
         (The version row cannot be deleted: links/triggers.py.)"""
@@ -350,7 +355,7 @@ class SQLiteLinks:
         # Read before the pragma: a commit after this read moves the header
         # again, so the next request asks.
         header = self._header_now()
-        if header is not None and header == self._header_read:
+        if self._nothing_committed_since_read(header):
             return self._version
         (data_version,) = self._cursor.execute("PRAGMA data_version").fetchone()
         if data_version != self._data_version:
@@ -364,12 +369,11 @@ class SQLiteLinks:
         under."""
         database = self._database()
         header = self._header_now()
-        if header is not None and header == self._header_read:
-            # Nothing committed since the version was read: the row alone
-            # (in-process 8-11 µs a miss against 11.6). A commit landing after
-            # the header's read gives a newer row, filed under the older
-            # version; the next question sees the header moved, and the new
-            # version clears it.
+        if self._nothing_committed_since_read(header):
+            # The row alone (in-process 8-11 µs a miss against 11.6). A commit
+            # landing after the header's read gives a newer row, filed under
+            # the older version; the next question sees the header moved, and
+            # the new version clears it.
             row = database.execute(LINK_QUERY, (slug,)).fetchone()
             return self._version, link_row(row)
         # The row, the version and data_version in one snapshot.

@@ -1,6 +1,7 @@
 """What the tests and the benchmark harness share: the project folder, copies of
 it as they travel (what is left out), free loopback ports, a stack's compose
-settings, one HTTP answer read off a raw socket. Plain Python (no pytest), so bench/run.py imports it too."""
+settings, one HTTP answer read off a raw socket. Plain Python (no pytest), so
+bench/run.py imports it too."""
 
 import os
 import shutil

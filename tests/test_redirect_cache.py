@@ -25,6 +25,7 @@ from links import fastpath
 from links.clicks import ClickCounter
 from links.fastpath import (
     DELEGATE,
+    FLOCK_FORMAT,
     LINK_QUERY,
     VERSION_POLL_SECONDS,
     VERSION_QUERY,
@@ -399,8 +400,8 @@ LOCK_HOLDER = f"""
 import fcntl, os, struct, sys
 descriptor = os.open(sys.argv[1], os.O_RDWR)
 # struct flock: would a write lock on SQLite's open lock byte be refused?
-wanted = struct.pack("@hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, {WAL_INDEX_OPEN_LOCK_BYTE}, 1, 0)
-lock_type, _, _, _, pid = struct.unpack("@hhqqi4x", fcntl.fcntl(descriptor, fcntl.F_GETLK, wanted))
+wanted = struct.pack("{FLOCK_FORMAT}", fcntl.F_WRLCK, os.SEEK_SET, {WAL_INDEX_OPEN_LOCK_BYTE}, 1, 0)
+lock_type, _, _, _, pid = struct.unpack("{FLOCK_FORMAT}", fcntl.fcntl(descriptor, fcntl.F_GETLK, wanted))
 print(pid if lock_type == fcntl.F_RDLCK else 0)
 """
 
@@ -435,6 +436,12 @@ def copy_of_test_database(copy: Path, *, journal_mode: str = "wal") -> Path:
     return copy
 
 
+def disable_in(database: Path, slug: str) -> None:
+    """Another connection disables `slug` in the SQLite file `database`, committed."""
+    with closing(sqlite3.connect(database)) as writer, writer:
+        writer.execute("UPDATE links_link SET is_active = 0 WHERE slug = ?", (slug,))
+
+
 def assert_every_hit_asks(links: SQLiteLinks, slug: str) -> None:
     """Nothing watched: each question runs the pragma, and a change by another
     connection is still seen."""
@@ -445,8 +452,7 @@ def assert_every_hit_asks(links: SQLiteLinks, slug: str) -> None:
     before = links.version()
     assert links.version() == before
     assert statements == ["PRAGMA data_version"] * 2
-    with closing(sqlite3.connect(links.path)) as writer, writer:
-        writer.execute("UPDATE links_link SET is_active = 0 WHERE slug = ?", (slug,))
+    disable_in(links.path, slug)
     assert links.version() > before
 
 
@@ -481,8 +487,7 @@ def test_a_leftover_index_beside_a_linked_database_is_not_the_one_watched(link, 
             wal_index_map(f"{linked}-shm")
         assert links._wal_index is wal_index_map(f"{real}-shm")
         before = links.version()
-        with closing(sqlite3.connect(real)) as writer, writer:
-            writer.execute("UPDATE links_link SET is_active = 0 WHERE slug = ?", (link.slug,))
+        disable_in(real, link.slug)
         assert links.version() > before
     finally:
         links.close()
