@@ -39,6 +39,11 @@ def wait_for(url: str, *, status: int, seconds: float = 30) -> None:
     raise RuntimeError(f"{url} did not answer {status} within {seconds:.0f} s (last: {last})")
 
 
+# The app's default (shortener_site/settings.py), set here so that
+# settled_clicks knows how long a click can wait in the journal.
+CLICK_ROLLUP_SECONDS = 10
+
+
 class BenchStack:
     def __init__(
         self,
@@ -52,7 +57,11 @@ class BenchStack:
     ):
         """`kind` is a key of STACKS; `workers` are uvicorn's per app container."""
         directory = copy_project(workdir / "project")
-        settings = {"WEB_CONCURRENCY": str(workers), "SHORTENER_REDIRECT_FAST_PATH": str(int(fast_path))}
+        settings = {
+            "WEB_CONCURRENCY": str(workers),
+            "SHORTENER_REDIRECT_FAST_PATH": str(int(fast_path)),
+            "SHORTENER_CLICK_ROLLUP_SECONDS": str(CLICK_ROLLUP_SECONDS),
+        }
         if STACKS[kind] is ScaleStack:
             self.stack = ScaleStack(directory=directory, project=PROJECTS[kind], app_replicas=replicas)
             # Letters and digits: they become part of DATABASE_URL and REDIS_URL.
@@ -168,20 +177,20 @@ class BenchStack:
     def app_containers(self) -> list[str]:
         return self.compose("ps", "-q", "app").split()
 
-    def settled_clicks(self, *, timeout: float = 60) -> int:
-        """Total clicks once every worker has flushed: each writes about once a
-        second, so two equal readings a flush interval and more apart."""
-        time.sleep(2.5)
+    def settled_clicks(self, *, timeout: float = 90) -> int:
+        """Total clicks once every worker has flushed and rolled its journal
+        up: each flushes about once a second and rolls up every
+        CLICK_ROLLUP_SECONDS, so the same reading for longer than both."""
         deadline = time.monotonic() + timeout
-        last = self.total_clicks()
-        while True:
+        last, since = self.total_clicks(), time.monotonic()
+        while time.monotonic() - since < CLICK_ROLLUP_SECONDS + 3:
             time.sleep(1.5)
             now = self.total_clicks()
-            if now == last:
-                return now
+            if now != last:
+                last, since = now, time.monotonic()
             if time.monotonic() > deadline:
-                raise RuntimeError(f"clicks still changing after {timeout:.0f} s ({last} then {now})")
-            last = now
+                raise RuntimeError(f"clicks still changing after {timeout:.0f} s (now {now})")
+        return last
 
     def total_clicks(self) -> int:
         """Clicks of every link, as the API lists them (what an operator reads,

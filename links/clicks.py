@@ -4,6 +4,11 @@ A redirect only adds to an in-memory tally; a background thread writes the
 tally to the database about once a second, in one transaction, and once more
 when the process shuts down (ASGI lifespan shutdown, or interpreter exit).
 
+On SQLite the tally goes to a journal (models.ClickJournal), which the same
+thread adds to the link counters every CLICK_ROLLUP_SECONDS (and at shutdown):
+the admin and the API show a click that much later. On PostgreSQL the flush
+adds to the counters itself.
+
 What a crash can lose: the clicks of at most the last flush interval in the
 crashed worker process (SIGKILL, out-of-memory kill, power loss). A graceful
 stop (SIGTERM, `docker compose stop`/`down`) loses nothing.
@@ -81,8 +86,15 @@ class Tally:
 
 
 class ClickCounter:
-    def __init__(self, *, interval: float | None = None):
+    def __init__(self, *, interval: float | None = None, roll_up_interval: float | None = None):
         self.interval = interval if interval is not None else settings.CLICK_FLUSH_SECONDS
+        self.roll_up_interval = (
+            roll_up_interval if roll_up_interval is not None else settings.CLICK_ROLLUP_SECONDS
+        )
+        self._rolled_up_at = time.monotonic()
+        # Whether this process journaled clicks since its last roll-up: one
+        # that wrote none leaves the roll-up to those that did.
+        self._journaled = False
         self._pending = Tally()
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
@@ -108,25 +120,51 @@ class ClickCounter:
         self._ensure_flusher()
 
     def flush(self) -> int:
-        """Write the tally to the database; returns the clicks it took from the
-        tally (those of a link deleted meanwhile are dropped, not written). On a
-        database error the tally is kept for the next attempt."""
+        """Write the tally to the database (and roll the journal up when that
+        is due); returns the clicks it took from the tally (those of a link
+        deleted meanwhile are dropped, not written). On a database error the
+        tally is kept for the next attempt."""
         with self._flush_lock:
+            taken = self._write_tally()
+            if self._journaled and time.monotonic() - self._rolled_up_at >= self.roll_up_interval:
+                self._roll_up()
+            return taken
+
+    def roll_up(self) -> None:
+        """Add every click the journal holds to the link counters, now (any
+        process's: a worker that crashed leaves its journaled clicks to the
+        next roll-up)."""
+        with self._flush_lock:
+            self._roll_up()
+
+    def _write_tally(self) -> int:
+        with self._lock:
+            batch, self._pending = self._pending, Tally()
+        if not batch:
+            return 0
+        try:
+            _write_batch(batch)
+        except Exception:
+            kept = batch.clicks_on_days()
+            logger.exception("click flush failed; keeping %d clicks for the next try", kept)
             with self._lock:
-                batch, self._pending = self._pending, Tally()
-            if not batch:
-                return 0
-            try:
-                _write_batch(batch)
-            except Exception:
-                kept = batch.clicks_on_days()
-                logger.exception("click flush failed; keeping %d clicks for the next try", kept)
-                with self._lock:
-                    self._pending.merge(batch)
-                # Start the next attempt on a fresh connection.
-                connection.close()
-                return 0
-            return batch.clicks_on_days()
+                self._pending.merge(batch)
+            # Start the next attempt on a fresh connection.
+            connection.close()
+            return 0
+        if connection.vendor == "sqlite":
+            self._journaled = True
+        return batch.clicks_on_days()
+
+    def _roll_up(self) -> None:
+        self._rolled_up_at = time.monotonic()
+        try:
+            roll_up_journal()
+            self._journaled = False
+        except Exception:
+            # The journal keeps the clicks: the next roll-up, of any worker, adds them.
+            logger.exception("click journal roll-up failed; its clicks wait for the next one")
+            connection.close()
 
     def _ensure_flusher(self) -> None:
         if self._thread is not None:
@@ -145,27 +183,24 @@ class ClickCounter:
             connection.close()
 
     def shutdown(self) -> None:
-        """Stop the background thread and write what is left."""
+        """Stop the background thread, write what is left and roll the
+        journal up: a stopped site shows every click."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
         self.flush()
+        if self._journaled:
+            self.roll_up()
 
 
 # Increments, not absolute values: other worker processes write too. Into the
 # narrow links_linkclicks table, not the wide link rows (models.LinkClicks): one
-# row per link and day of the batch, adding to the link's total and to the day
-# the row keeps (when the day changes, the database moves the count the row
-# held into DailyClicks: links/triggers.py, DAY_MOVED). A link's row is made at
-# its first click; links deleted since their clicks were counted are skipped.
-# Names are qualified: PostgreSQL finds bare ones ambiguous (the row or
-# excluded).
-#
-# PostgreSQL: one upsert per row (ON CONFLICT is safe against another
-# replica's flush inserting the same row at the same moment).
-COUNTER_UPSERT = (
-    "INSERT INTO links_linkclicks (link_id, clicks, last_clicked_at, latest_day, latest_day_clicks) "
-    "SELECT id, %s, %s, %s, %s FROM links_link WHERE id = %s "
+# row per link and day, adding to the link's total and to the day the row keeps
+# (when the day changes, the database moves the count the row held into
+# DailyClicks: links/triggers.py, DAY_MOVED). A link's row is made at its first
+# click; links deleted since their clicks were counted are skipped. Names are
+# qualified: PostgreSQL finds bare ones ambiguous (the row or excluded).
+ADD_TO_COUNTERS = (
     "ON CONFLICT (link_id) DO UPDATE SET clicks = links_linkclicks.clicks + excluded.clicks, "
     "last_clicked_at = CASE WHEN links_linkclicks.last_clicked_at IS NULL "
     "OR links_linkclicks.last_clicked_at < excluded.last_clicked_at "
@@ -175,43 +210,50 @@ COUNTER_UPSERT = (
     "ELSE excluded.latest_day_clicks END, "
     "latest_day = excluded.latest_day"
 )
-# SQLite: which of the batch's links have a row already (one statement, the
-# ids as one JSON array), then an insert of the others' first rows and a plain
-# UPDATE for every other row, so a link clicked before costs no read of its
-# wide row (measured: bench/flush_cost.py). Safe because SQLite's flush
-# transaction is the only writer from its start (BEGIN IMMEDIATE): no row can
-# appear in between.
-COUNTERS_PRESENT = "SELECT link_id FROM links_linkclicks WHERE link_id IN (SELECT value FROM json_each(%s))"
-COUNTER_INSERT = (
-    "INSERT INTO links_linkclicks (link_id, clicks, last_clicked_at, latest_day, latest_day_clicks) "
-    "SELECT id, %s, %s, %s, %s FROM links_link WHERE id = %s"
+COUNTER_COLUMNS = "links_linkclicks (link_id, clicks, last_clicked_at, latest_day, latest_day_clicks)"
+
+# PostgreSQL: one upsert per row (ON CONFLICT is safe against another
+# replica's flush inserting the same row at the same moment).
+COUNTER_UPSERT = (
+    f"INSERT INTO {COUNTER_COLUMNS} SELECT id, %s, %s, %s, %s FROM links_link "  # noqa: S608 - constants
+    f"WHERE id = %s {ADD_TO_COUNTERS}"
 )
-COUNTER_UPDATE = (
-    "UPDATE links_linkclicks SET clicks = clicks + %s, last_clicked_at = CASE "
-    "WHEN last_clicked_at IS NULL OR last_clicked_at < %s THEN %s ELSE last_clicked_at END, "
-    "latest_day_clicks = CASE WHEN latest_day = %s THEN latest_day_clicks + %s ELSE %s END, "
-    "latest_day = %s WHERE link_id = %s"
+
+# SQLite: the batch appended to the journal in one statement, its rows read by
+# SQLite from one JSON array: a few pages at the end of one table, and the
+# interpreter lock let go once for the batch (executemany lets it go at each
+# row, and the request thread and the flusher then hand it back and forth).
+JOURNAL_APPEND = (
+    "INSERT INTO links_clickjournal (clicks, last_clicked_at, day, day_clicks, link_id) "
+    "SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4 FROM json_each(%s)"
 )
+# The roll-up, in one write transaction: each day of the journal in turn,
+# oldest first (as DAY_MOVED expects), one row per link, in link order, so
+# each counters page is written once for all the clicks of its links; asked of
+# the narrow counters table first whether the link is still there, so a link
+# clicked before costs no read of its wide row. Then the rows rolled up go.
+JOURNAL_LAST_ROW = "SELECT max(id) FROM links_clickjournal"
+JOURNAL_DAYS = "SELECT DISTINCT day FROM links_clickjournal WHERE id <= %s ORDER BY day"
+ROLL_UP_DAY = (
+    f"INSERT INTO {COUNTER_COLUMNS} "  # noqa: S608 - constants
+    "SELECT link_id, sum(clicks), max(last_clicked_at), day, sum(day_clicks) "
+    "FROM links_clickjournal AS journal WHERE id <= %s AND day = %s "
+    "AND (EXISTS (SELECT 1 FROM links_linkclicks WHERE link_id = journal.link_id) "
+    "OR EXISTS (SELECT 1 FROM links_link WHERE id = journal.link_id)) "
+    f"GROUP BY link_id {ADD_TO_COUNTERS}"
+)
+JOURNAL_ROLLED_UP = "DELETE FROM links_clickjournal WHERE id <= %s"
 
 
 class CounterRow(NamedTuple):
-    """What a flush adds to one link's counters for one day of clicks."""
+    """What a flush adds to one link's counters for one day of clicks, in the
+    order of COUNTER_UPSERT's and JOURNAL_APPEND's parameters."""
 
-    link_id: int
     clicks: int  # to the link's total
     last_clicked_at: str | datetime | None  # as the connection takes it (datetime_parameter)
     day: str
     day_clicks: int
-    first_of_link: bool
-
-    def insert_params(self) -> tuple:
-        """COUNTER_INSERT's and COUNTER_UPSERT's parameters."""
-        return (self.clicks, self.last_clicked_at, self.day, self.day_clicks, self.link_id)
-
-    def update_params(self) -> tuple:
-        """COUNTER_UPDATE's parameters."""
-        at, day, day_clicks = self.last_clicked_at, self.day, self.day_clicks
-        return (self.clicks, at, at, day, day_clicks, day_clicks, day, self.link_id)
+    link_id: int
 
 
 def datetime_parameter() -> Callable[[float], object]:
@@ -243,39 +285,39 @@ def counter_rows(batch: Tally) -> list[CounterRow]:
         (link_id, day, clicks) for day, of_day in batch.per_day.items() for link_id, clicks in of_day.items()
     ):
         if link_id == previous_link:
-            rows.append(CounterRow(link_id, 0, None, day_texts[day], day_clicks, False))
+            rows.append(CounterRow(0, None, day_texts[day], day_clicks, link_id))
             continue
         previous_link = link_id
         moment = last_clicked.get(link_id)
         last_clicked_at = None if moment is None else as_parameter(moment)
         total = totals.get(link_id, 0)
-        rows.append(CounterRow(link_id, total, last_clicked_at, day_texts[day], day_clicks, True))
+        rows.append(CounterRow(total, last_clicked_at, day_texts[day], day_clicks, link_id))
     return rows
-
-
-def made_and_updated(
-    rows: list[CounterRow], *, present: set[int]
-) -> tuple[list[CounterRow], list[CounterRow]]:
-    """SQLite's flush: the rows that make a counters row (a link's first, unless
-    the link has one: `present`) and the rows that update one (all others, run
-    after the inserts)."""
-    made: list[CounterRow] = []
-    updated: list[CounterRow] = []
-    for row in rows:
-        (made if row.first_of_link and row.link_id not in present else updated).append(row)
-    return made, updated
 
 
 def _write_batch(batch: Tally) -> None:
     rows = counter_rows(batch)
     with transaction.atomic(), connection.cursor() as cursor:
         if connection.vendor == "sqlite":
-            cursor.execute(COUNTERS_PRESENT, [json.dumps([row.link_id for row in rows if row.first_of_link])])
-            made, updated = made_and_updated(rows, present={link_id for (link_id,) in cursor.fetchall()})
-            cursor.executemany(COUNTER_INSERT, [row.insert_params() for row in made])
-            cursor.executemany(COUNTER_UPDATE, [row.update_params() for row in updated])
+            cursor.execute(JOURNAL_APPEND, [json.dumps(rows)])
         else:
-            cursor.executemany(COUNTER_UPSERT, [row.insert_params() for row in rows])
+            cursor.executemany(COUNTER_UPSERT, rows)
+
+
+def roll_up_journal() -> None:
+    """Add the journal's clicks to the counters and empty it (SQLite: on
+    PostgreSQL the flush writes the counters, and the journal stays empty)."""
+    if connection.vendor != "sqlite":
+        return
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(JOURNAL_LAST_ROW)
+        (last_row,) = cursor.fetchone()
+        if last_row is None:
+            return
+        cursor.execute(JOURNAL_DAYS, [last_row])
+        for (day,) in cursor.fetchall():
+            cursor.execute(ROLL_UP_DAY, [last_row, day])
+        cursor.execute(JOURNAL_ROLLED_UP, [last_row])
 
 
 click_counter = ClickCounter()

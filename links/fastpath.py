@@ -315,7 +315,7 @@ class SQLiteLinks:
             )
             try:
                 connection.execute("PRAGMA query_only = ON")
-                connection.execute("PRAGMA mmap_size = 134217728")
+                connection.execute(f"PRAGMA mmap_size = {settings.SQLITE_MMAP_BYTES}")
                 # A read opens the WAL index; a database in another journal mode
                 # (not this site's) has none, and is asked the pragma every time.
                 (journal_mode,) = connection.execute("PRAGMA journal_mode").fetchone()

@@ -208,6 +208,26 @@ class LinkClicks(models.Model):
         return f"{self.link_id}: {self.clicks}"
 
 
+class ClickJournal(models.Model):
+    """Clicks written by a flush on SQLite and not yet added to the counters:
+    one row per link and day of a flush, appended at the end of the table, so a
+    flush writes a few pages however many links it counts, where adding to
+    each link's counters row writes a page per link (at 1,000,000 links, about
+    two page writes a click: docs/performance.md, 2026-11-30, third session).
+    links.clicks rolls the journal into LinkClicks every few seconds, the
+    clicks of each page's links together. No foreign key: an append reads no
+    link row; the roll-up skips links deleted since. Read by nothing else."""
+
+    link_id = models.BigIntegerField()
+    clicks = models.PositiveBigIntegerField()  # to the link's total
+    last_clicked_at = models.DateTimeField(null=True)
+    day = models.DateField()
+    day_clicks = models.PositiveBigIntegerField()
+
+    def __str__(self) -> str:
+        return f"{self.link_id} {self.day}: {self.day_clicks}"
+
+
 # Link.objects.order_by() names for the counters, NULL (never clicked) as 0.
 COUNTER_ORDERINGS = {
     "clicks": Coalesce("counter__clicks", 0).asc(),

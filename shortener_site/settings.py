@@ -55,6 +55,10 @@ MAX_URL_LENGTH = env.int("SHORTENER_MAX_URL_LENGTH", default=2048)
 # Seconds between writes of the clicks counted in memory (links/clicks.py): what a
 # crashed worker can lose at most.
 CLICK_FLUSH_SECONDS = env.float("SHORTENER_CLICK_FLUSH_SECONDS", default=1.0)
+# On SQLite a flush appends to a journal; each worker adds the journal to the
+# link counters at most this often (links/clicks.py): how late a click can be
+# in the admin and the API. 0: after every flush.
+CLICK_ROLLUP_SECONDS = env.float("SHORTENER_CLICK_ROLLUP_SECONDS", default=10.0)
 SITE_NAME = env.str("SHORTENER_SITE_NAME", default="Shortener")
 
 INSTALLED_APPS = [
@@ -121,6 +125,14 @@ SQLITE_PATH.parent.mkdir(parents=True, exist_ok=True)
 # PostgreSQL when DATABASE_URL is set (postgres://user:password@host:5432/name), through
 # psycopg 3 and Django's own connection pool; else SQLite, the single-box default.
 DATABASE_URL = env.str("DATABASE_URL", default="")
+# How much of the SQLite file every connection (Django's and the fast path's
+# reader) reads through a memory map: all of it, for any site this size fits.
+# A page read past the map is a system call and a copy, and a connection's page
+# cache is emptied at every commit by another, so at 1,000,000 links (a 190 MB
+# file) a 128 MB map cost four reads a redirect (docs/performance.md,
+# 2026-11-30, third session). Mapped pages are the kernel's page cache, shared
+# by every process, not memory of the workers' own.
+SQLITE_MMAP_BYTES = 2**30
 if DATABASE_URL:
     DATABASES = {"default": env.db_url_config(DATABASE_URL)}
     # The pool replaces persistent connections (CONN_MAX_AGE must stay 0); the
@@ -146,7 +158,7 @@ else:
                     "PRAGMA synchronous=NORMAL;"
                     "PRAGMA foreign_keys=ON;"
                     "PRAGMA cache_size=-4000;"
-                    "PRAGMA mmap_size=134217728;"
+                    f"PRAGMA mmap_size={SQLITE_MMAP_BYTES};"
                 ),
             },
             # Tests run against a real SQLite file too, never an in-memory database.

@@ -17,4 +17,6 @@ os.environ.setdefault("SHORTENER_ANON_CREATE_RATE", "100000/min")
 # In-process tests flush clicks themselves (click_counter.flush()); a background
 # flush on a connection of its own could not see their uncommitted links.
 # Live sites (tests/conftest.py's site_env) flush every second, as in production.
+# Journaled clicks (SQLite) are rolled into the counters at every flush.
 os.environ.setdefault("SHORTENER_CLICK_FLUSH_SECONDS", "3600")
+os.environ.setdefault("SHORTENER_CLICK_ROLLUP_SECONDS", "0")

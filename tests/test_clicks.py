@@ -17,12 +17,14 @@ from django.core.management import call_command
 from django.core.management.sql import emit_post_migrate_signal
 from django.db import connection, connections
 from django.db.migrations.executor import MigrationExecutor
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from links.clicks import ClickCounter, datetime_parameter
 from links.fastpath import DELEGATE, RedirectFastPath
-from links.models import DailyClicks, Link, LinkClicks, LinkStatus, LinkTableVersion
+from links.models import ClickJournal, DailyClicks, Link, LinkClicks, LinkStatus, LinkTableVersion
 from links.services import shorten_url, take_limited_click
+from tests.conftest import ON_POSTGRES
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -85,6 +87,49 @@ def test_one_flush_mixes_counted_links_first_clicks_and_deleted_links():
     }
     today = timezone.now().date()
     assert [link.clicks_per_day() for link in Link.objects.order_by("pk")] == [[(today, 2)], [(today, 1)]]
+
+
+@pytest.mark.skipif(ON_POSTGRES, reason="the click journal is SQLite's")
+def test_on_sqlite_a_flush_journals_the_clicks_and_the_roll_up_adds_them_to_the_counters():
+    counted, _ = shorten_url(url="https://example.com/journal-counted")
+    gone, _ = shorten_url(url="https://example.com/journal-deleted")
+    LinkClicks.objects.create(link=counted, clicks=5)
+    midnight = datetime(2026, 12, 1, tzinfo=UTC)
+    counter = ClickCounter(roll_up_interval=3600)
+    # Two days in two flushes, the later day first; and a link deleted once journaled.
+    for at in (midnight + timedelta(hours=1), midnight + timedelta(hours=2)):
+        counter.record(counted.pk, at=at)
+    counter.record(gone.pk, at=midnight)
+    assert counter.flush() == 3
+    counter.record(counted.pk, at=midnight - timedelta(hours=1))
+    assert counter.flush() == 1
+    gone.delete()
+    # Not due: the counters are as they were, the journal holds one row per link and day.
+    assert (Link.objects.get(pk=counted.pk).clicks, ClickJournal.objects.count()) == (5, 3)
+    counter.roll_up()
+    assert not ClickJournal.objects.exists()
+    counted = Link.objects.get(pk=counted.pk)
+    assert (counted.clicks, counted.last_clicked_at) == (8, midnight + timedelta(hours=2))
+    assert counted.clicks_per_day() == [(date(2026, 12, 1), 2), (date(2026, 11, 30), 1)]
+    assert list(LinkClicks.objects.values_list("link_id", flat=True)) == [counted.pk]
+
+
+@pytest.mark.skipif(ON_POSTGRES, reason="the click journal is SQLite's")
+def test_a_roll_up_takes_every_process_journal_and_a_stop_rolls_up_its_own():
+    link, _ = shorten_url(url="https://example.com/journal-others")
+    # A worker that crashed after its flush, before its roll-up.
+    crashed = ClickCounter(roll_up_interval=3600)
+    crashed.record(link.pk)
+    assert crashed.flush() == 1
+    counter = ClickCounter(roll_up_interval=3600)
+    counter.record(link.pk)
+    counter.shutdown()  # writes its tally and rolls up the journal, the other's rows too
+    assert not ClickJournal.objects.exists()
+    assert Link.objects.get(pk=link.pk).clicks == 2
+    # One that journaled nothing leaves the database alone at its stop.
+    with CaptureQueriesContext(connection) as queries:
+        ClickCounter(roll_up_interval=3600).shutdown()
+    assert queries.captured_queries == []
 
 
 def test_a_later_click_written_first_keeps_the_latest_time():

@@ -35,7 +35,7 @@ from links.fastpath import (
     links_from_settings,
     wal_index_map,
 )
-from links.models import DailyClicks, Link, LinkClicks, LinkStatus, LinkTableVersion
+from links.models import ClickJournal, DailyClicks, Link, LinkClicks, LinkStatus, LinkTableVersion
 from links.services import mark_links_changed, shorten_url, update_link
 from tests.conftest import ON_POSTGRES, site_env
 from tests.project import PROJECT_DIR
@@ -560,14 +560,32 @@ def test_click_flush_keeps_the_tally_when_the_write_fails(link):
     counter = ClickCounter()
     for _ in range(3):
         counter.record(link.pk)
-    # The link's first clicks: its counters row (models.LinkClicks) is inserted.
-    with failing_writes_to("links_linkclicks", event="INSERT"):
+    # What a flush inserts: on SQLite the journal's rows (models.ClickJournal),
+    # on PostgreSQL the link's counters row (models.LinkClicks), at its first clicks.
+    with failing_writes_to(
+        "links_clickjournal" if connection.vendor == "sqlite" else "links_linkclicks", event="INSERT"
+    ):
         assert counter.flush() == 0
     assert Link.objects.get(pk=link.pk).clicks == 0
     assert counter.flush() == 3
     link.refresh_from_db()
     assert link.clicks == 3
     assert link.clicks_per_day() == [(timezone.now().date(), 3)]
+
+
+@pytest.mark.skipif(ON_POSTGRES, reason="the click journal is SQLite's")
+def test_journaled_clicks_wait_for_the_next_roll_up_when_one_fails(link):
+    counter = ClickCounter(roll_up_interval=0)
+    for _ in range(3):
+        counter.record(link.pk)
+    with failing_writes_to("links_linkclicks", event="INSERT"):
+        assert counter.flush() == 3  # journaled; the roll-up after it failed
+    assert Link.objects.get(pk=link.pk).clicks == 0
+    assert ClickJournal.objects.get().day_clicks == 3
+    counter.roll_up()
+    assert not ClickJournal.objects.exists()
+    link.refresh_from_db()
+    assert (link.clicks, link.clicks_per_day()) == (3, [(timezone.now().date(), 3)])
 
 
 def test_clicks_of_a_deleted_link_are_dropped(link):
