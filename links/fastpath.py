@@ -293,7 +293,10 @@ class SQLiteLinks:
     of a read mark, an fstat), 2.5-3 µs on every cached redirect. So a cached
     answer asks it only when the WAL index's header (wal_index_map) has changed
     since the version was last read: a memory read (docs/performance.md,
-    2026-11-30, second session)."""
+    2026-11-30, second session).
+
+    A read transaction of its own for each miss is the same lock and unlock:
+    the misses of one turn of the event loop share one instead (_snapshot)."""
 
     blocking = False
 
@@ -307,6 +310,9 @@ class SQLiteLinks:
         self._header_read: bytes | None = None
         self._data_version: int | None = None
         self._version: int | None = None
+        # The WAL index's header read just before the read transaction this
+        # turn of the event loop holds began (_snapshot).
+        self._snapshot_header: bytes | None = None
 
     def _database(self) -> sqlite3.Connection:
         if self._connection is None:
@@ -357,6 +363,7 @@ class SQLiteLinks:
         header = self._header_now()
         if self._nothing_committed_since_read(header):
             return self._version
+        self._snapshot(header)
         (data_version,) = self._cursor.execute("PRAGMA data_version").fetchone()
         if data_version != self._data_version:
             (self._version,) = self._cursor.execute(VERSION_QUERY).fetchone()
@@ -369,6 +376,7 @@ class SQLiteLinks:
         under."""
         database = self._database()
         header = self._header_now()
+        self._snapshot(header)
         if self._nothing_committed_since_read(header):
             # The row alone (in-process 8-11 µs a miss against 11.6). A commit
             # landing after the header's read gives a newer row, filed under
@@ -383,13 +391,42 @@ class SQLiteLinks:
         self._data_version, self._version, self._header_read = data_version, version, header
         return version, link_row(None if row[0] is None else row)
 
+    def _snapshot(self, header: bytes | None) -> None:
+        """Before a read: keep the read transaction this turn of the event
+        loop holds while `header` (read now) is the one read just before it
+        began, so nothing has been committed since and it reads what a read
+        transaction of its own would; else end it and begin another. It ends
+        with the turn (a few milliseconds), so a checkpoint never waits on it
+        for longer. Outside an event loop (a thread, a test), and for a database
+        whose WAL index is not watched, each read is its own transaction."""
+        connection = self._connection
+        if connection.in_transaction:
+            if header == self._snapshot_header:
+                return
+            connection.commit()
+        if header is None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        # The read lock is taken at the first read, after `header` was read:
+        # a commit in between moves the header, and the next read begins anew.
+        connection.execute("BEGIN")
+        self._snapshot_header = header
+        loop.call_soon(self._end_snapshot)
+
+    def _end_snapshot(self) -> None:
+        if self._connection is not None and self._connection.in_transaction:
+            self._connection.commit()
+
     def reset(self) -> None:
         # The WAL index's map stays open (wal_index_map), unread until the
         # next connection opens the database again.
         if self._connection is not None:
             self._connection.close()
         self._connection = self._cursor = self._wal_index = None
-        self._header_read = self._data_version = self._version = None
+        self._header_read = self._data_version = self._version = self._snapshot_header = None
 
     close = reset
 

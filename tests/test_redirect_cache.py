@@ -311,14 +311,21 @@ WATCHES_THE_WAL_INDEX = pytest.mark.skipif(
 )
 
 
-def traced(fast_path: RedirectFastPath) -> list[str]:
-    """The statements the fast path's SQLite reader runs from now on."""
+# The reader's transaction control: one read transaction a turn of the event
+# loop (test_the_misses_of_one_turn_of_the_event_loop_share_a_read_transaction).
+TRANSACTION_CONTROL = ("BEGIN", "COMMIT")
+
+
+def traced(fast_path: RedirectFastPath, *, transactions: bool = False) -> list[str]:
+    """The statements the fast path's SQLite reader runs from now on (its
+    BEGIN and COMMIT too with `transactions`)."""
     statements = []
 
     def trace(statement: str) -> None:
         # Statements SQLite runs inside one (its pragma table's own) start "-- ".
-        if not statement.startswith("-- "):
-            statements.append(statement)
+        if statement.startswith("-- ") or (statement in TRANSACTION_CONTROL and not transactions):
+            return
+        statements.append(statement)
 
     fast_path.links._database().set_trace_callback(trace)
     return statements
@@ -356,6 +363,36 @@ def test_sqlite_is_asked_only_what_a_commit_since_the_last_read_makes_necessary(
     # A miss after a commit: the row, the version and data_version in one statement.
     assert lookup(fast_path, "NoSuchSlug") is None
     assert len(statements) == 1 and "pragma_data_version()" in statements[0]
+
+
+@pytest.mark.skipif(ON_POSTGRES, reason="SQLite's reader")
+@WATCHES_THE_WAL_INDEX
+def test_the_misses_of_one_turn_of_the_event_loop_share_a_read_transaction(fast_path, link):
+    # Each read transaction is a lock and an unlock of a read mark (two system
+    # calls): the misses of one turn share one, until another connection commits.
+    other, _ = shorten_url(url=URL, slug="other-link")
+    disabled, _ = shorten_url(url=URL, slug="disabled-meanwhile")
+    fast_path.start()
+    statements = traced(fast_path, transactions=True)
+    reader = fast_path.links._database()
+
+    async def one_turn():
+        # No await between them: requests answered from one poll of the sockets.
+        first = fast_path._lookup_now(link.slug)
+        second = fast_path._lookup_now(other.slug)
+        from_another_connection("UPDATE links_link SET is_active = 0 WHERE id = %s", (disabled.pk,))
+        third = fast_path._lookup_now(disabled.slug)
+        during = reader.in_transaction
+        await asyncio.sleep(0)  # the next turn
+        return first, second, third, during, reader.in_transaction
+
+    first, second, third, during, after = asyncio.run(one_turn())
+    assert location_of(first) == location_of(second) == URL.encode()
+    assert third is DELEGATE  # the commit was seen: Django answers the disabled link
+    assert (during, after) == (True, False)  # held through the turn, ended with it
+    read = [LINK_QUERY.replace("?", f"'{slug}'") for slug in (link.slug, other.slug)]
+    assert statements[:5] == ["BEGIN", *read, "COMMIT", "BEGIN"]
+    assert "pragma_data_version()" in statements[5] and statements[6:] == ["COMMIT"]
 
 
 @pytest.mark.skipif(ON_POSTGRES, reason="SQLite's reader")
