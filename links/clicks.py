@@ -22,6 +22,7 @@ batched.
 import atexit
 import json
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -259,13 +260,31 @@ class CounterRow(NamedTuple):
 def datetime_parameter() -> Callable[[float], object]:
     """Seconds since the epoch as the connection's parameter for a datetime
     column: what Django's adapter makes of the aware datetime. On SQLite (no
-    time zones) it is made in the connection's zone and given to the adapter
-    naive, so the adapter has nothing to convert: 1 µs a value instead of 3.5."""
+    time zones) that is the naive time in the connection's zone as text; each
+    second's text is made once (by the adapter) and the microseconds added as
+    datetime.fromtimestamp rounds them: 0.3 µs a value instead of 1.5, most of
+    what a flush did under the interpreter lock (docs/performance.md,
+    2026-11-30, third session)."""
     as_db_datetime = connection.ops.adapt_datetimefield_value
     if connection.features.supports_timezones:
         return lambda moment: as_db_datetime(datetime.fromtimestamp(moment, UTC))
     zone = connection.timezone
-    return lambda moment: as_db_datetime(datetime.fromtimestamp(moment, zone).replace(tzinfo=None))
+    texts_of_seconds: dict[int, str] = {}
+
+    def as_text(moment: float) -> str:
+        second = math.floor(moment)
+        # Half to even, as fromtimestamp; a zone's offset changes only on a whole second.
+        micro = round((moment - second) * 1_000_000)
+        if micro == 1_000_000:
+            second, micro = second + 1, 0
+        text = texts_of_seconds.get(second)
+        if text is None:
+            text = as_db_datetime(datetime.fromtimestamp(second, zone).replace(tzinfo=None))
+            texts_of_seconds[second] = text
+        # Django's text (str of a datetime) leaves out a fraction of zero.
+        return f"{text}.{micro:06d}" if micro else text
+
+    return as_text
 
 
 def counter_rows(batch: Tally) -> list[CounterRow]:

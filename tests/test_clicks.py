@@ -8,6 +8,7 @@ again on PostgreSQL (scripts/with_postgres.sh)."""
 
 import asyncio
 import gc
+import random
 import threading
 import time
 from datetime import UTC, date, datetime, timedelta
@@ -506,7 +507,16 @@ def test_the_flush_gives_the_database_the_datetimes_djangos_adapter_gives(time_z
         django_adapts = connection.ops.adapt_datetimefield_value
         # The last hour of summer time in Paris in 2026, then the hour repeated.
         change = datetime(2026, 10, 25, 1, tzinfo=UTC).timestamp()
-        for moment in (change - 1800.000001, change - 0.5, change, change + 1800.25, time.time()):
+        picked = random.Random(15)
+        moments = [
+            *(change - 1800.000001, change - 0.5, change, change + 1800.25, time.time()),
+            # Rounding to the microsecond: half to even, and up into the next second.
+            *(change + 0.0000005, change + 0.0000015, change - 0.0000004, change + 0.9999996),
+            # Any moment of these two hours, at any precision a float holds.
+            *(change + picked.uniform(-3600, 3600) for _ in range(2000)),
+            *(change + picked.randrange(-3600, 3600) for _ in range(200)),
+        ]
+        for moment in moments:
             assert as_parameter(moment) == django_adapts(datetime.fromtimestamp(moment, UTC)), moment
     finally:
         for cached in ("timezone", "timezone_name"):
