@@ -94,20 +94,61 @@ def flush_wide_daily_only(db, counters, daily):
     db.executemany(WIDE_DAILY_UPSERT, daily)
 
 
+# The flush from migration 0004 to 0005: which links have a counters row (one
+# statement), an insert of the others' first rows, an UPDATE for every other row.
+COUNTERS_PRESENT_BEFORE_0005 = (
+    "SELECT link_id FROM links_linkclicks WHERE link_id IN (SELECT value FROM json_each(?))"
+)
+COUNTER_INSERT_BEFORE_0005 = (
+    "INSERT INTO links_linkclicks (link_id, clicks, last_clicked_at, latest_day, latest_day_clicks) "
+    "SELECT id, ?, ?, ?, ? FROM links_link WHERE id = ?"
+)
+COUNTER_UPDATE_BEFORE_0005 = (
+    "UPDATE links_linkclicks SET clicks = clicks + ?, last_clicked_at = CASE "
+    "WHEN last_clicked_at IS NULL OR last_clicked_at < ? THEN ? ELSE last_clicked_at END, "
+    "latest_day_clicks = CASE WHEN latest_day = ? THEN latest_day_clicks + ? ELSE ? END, "
+    "latest_day = ? WHERE link_id = ?"
+)
+
+
 def flush_counters_keeping_the_day(db, counters, daily):
-    """links.clicks' own statements and parameters for SQLite (%s is sqlite3's
-    ?), for a batch of one day: the day's clicks kept in the counters row
-    (migration 0004)."""
+    """The flush of migration 0004 (before the journal), for a batch of one
+    day: the day's clicks kept in the counters row."""
+    (day,) = {day for day, _, _ in daily}
+    ids = json.dumps([link_id for _, _, link_id in counters])
+    present = {link_id for (link_id,) in db.execute(COUNTERS_PRESENT_BEFORE_0005, (ids,))}
+    db.executemany(
+        COUNTER_INSERT_BEFORE_0005,
+        [(n, at, day, n, link_id) for n, at, link_id in counters if link_id not in present],
+    )
+    db.executemany(
+        COUNTER_UPDATE_BEFORE_0005,
+        [(n, at, at, day, n, n, day, link_id) for n, at, link_id in counters if link_id in present],
+    )
+
+
+def journal_append(db, counters, daily):
+    """links.clicks' own flush on SQLite (migration 0005): the batch appended
+    to the journal, in one statement."""
     # Imported here: links.clicks reads the settings, and seeded_file() sets their environment first.
-    from links.clicks import COUNTER_INSERT, COUNTER_UPDATE, COUNTERS_PRESENT, CounterRow, made_and_updated
+    from links.clicks import JOURNAL_APPEND
 
     (day,) = {day for day, _, _ in daily}
-    rows = [CounterRow(link_id, n, at, day, n, first_of_link=True) for n, at, link_id in counters]
-    ids = json.dumps([row.link_id for row in rows])
-    present = {link_id for (link_id,) in db.execute(COUNTERS_PRESENT.replace("%s", "?"), (ids,))}
-    made, updated = made_and_updated(rows, present=present)
-    db.executemany(COUNTER_INSERT.replace("%s", "?"), [row.insert_params() for row in made])
-    db.executemany(COUNTER_UPDATE.replace("%s", "?"), [row.update_params() for row in updated])
+    rows = [(n, at, day, n, link_id) for n, at, link_id in counters]
+    db.execute(JOURNAL_APPEND.replace("%s", "?"), (json.dumps(rows),))
+
+
+def journal_append_and_roll_up(db, counters, daily):
+    """The journal append and, at once, its roll-up into the counters (what
+    SHORTENER_CLICK_ROLLUP_SECONDS=0 does; by default a roll-up takes ten
+    seconds of flushes at a time, its rows grouped by link)."""
+    from links.clicks import DELETE_ROLLED_UP, JOURNAL_LAST_ROW, ROLL_UP_DAY
+
+    journal_append(db, counters, daily)
+    (last_row,) = db.execute(JOURNAL_LAST_ROW).fetchone()
+    (day,) = {day for day, _, _ in daily}
+    db.execute(ROLL_UP_DAY.replace("%s", "?"), (last_row, day))
+    db.execute(DELETE_ROLLED_UP.replace("%s", "?"), (last_row,))
 
 
 # The flush before migration 0004: the counters rows, and the day's clicks in a
@@ -129,10 +170,8 @@ DAILY_UPSERT = (
 
 
 def flush_counters_and_daily_rows(db, counters, daily):
-    from links.clicks import COUNTERS_PRESENT
-
     ids = json.dumps([link_id for _, _, link_id in counters])
-    present = {link_id for (link_id,) in db.execute(COUNTERS_PRESENT.replace("%s", "?"), (ids,))}
+    present = {link_id for (link_id,) in db.execute(COUNTERS_PRESENT_BEFORE_0005, (ids,))}
     updates = [(n, at, at, link_id) for n, at, link_id in counters if link_id in present]
     db.executemany(COUNTER_UPDATE_BEFORE_0004, updates)
     db.executemany(COUNTER_INSERT_BEFORE_0004, [c for c in counters if c[2] not in present])
@@ -198,12 +237,19 @@ VARIANTS = {
     "wide rows + daily (before)": (WIDE_COLUMNS, (), flush_wide),
     "  of which the link rows": (WIDE_COLUMNS, (), flush_wide_rows_only),
     "  of which the daily rows": (WIDE_COLUMNS, (), flush_wide_daily_only),
-    "counters keep the day (kept), every link has a row": (
+    "journal append (kept)": ((), (), journal_append),
+    "journal append + its roll-up, every link has a row": (
+        EVERY_LINK_COUNTED,
+        (),
+        journal_append_and_roll_up,
+    ),
+    "journal append + its roll-up, first clicks": ((), (), journal_append_and_roll_up),
+    "counters keep the day (before 0005), every link has a row": (
         EVERY_LINK_COUNTED,
         (),
         flush_counters_keeping_the_day,
     ),
-    "counters keep the day (kept), first clicks": ((), (), flush_counters_keeping_the_day),
+    "counters keep the day (before 0005), first clicks": ((), (), flush_counters_keeping_the_day),
     "counters + daily rows (before 0004), every link has a row": (
         EVERY_LINK_COUNTED,
         (),

@@ -39,8 +39,8 @@ def wait_for(url: str, *, status: int, seconds: float = 30) -> None:
     raise RuntimeError(f"{url} did not answer {status} within {seconds:.0f} s (last: {last})")
 
 
-# The app's default (shortener_site/settings.py), set here so that
-# settled_clicks knows how long a click can wait in the journal.
+# The app's default (shortener_site/settings.py), set explicitly (an --env
+# setting may change it) so that settled_clicks knows how long to wait.
 CLICK_ROLLUP_SECONDS = 10
 
 
@@ -68,7 +68,10 @@ class BenchStack:
             settings |= {"POSTGRES_PASSWORD": secrets.token_hex(16), "REDIS_PASSWORD": secrets.token_hex(16)}
         else:
             self.stack = Stack(directory=directory, project=PROJECTS[kind])
-        self.stack.write_env(**(settings | dict(setting.split("=", 1) for setting in extra_env)))
+        settings |= dict(setting.split("=", 1) for setting in extra_env)
+        self.stack.write_env(**settings)
+        # How long a click can wait in the journal (settled_clicks).
+        self.click_rollup_seconds = float(settings["SHORTENER_CLICK_ROLLUP_SECONDS"])
         self.compose_files = list(self.stack.compose_files)
         self.base_url = self.stack.base_url
         self.baseline_url = ""
@@ -183,7 +186,7 @@ class BenchStack:
         CLICK_ROLLUP_SECONDS, so the same reading for longer than both."""
         deadline = time.monotonic() + timeout
         last, since = self.total_clicks(), time.monotonic()
-        while time.monotonic() - since < CLICK_ROLLUP_SECONDS + 3:
+        while time.monotonic() - since < self.click_rollup_seconds + 3:
             time.sleep(1.5)
             now = self.total_clicks()
             if now != last:

@@ -1,6 +1,7 @@
 """The ASGI application in front of Django: the redirect fast path, and
 lifespan events (Django's handler has none), so that pending clicks are
-written before a worker exits, so that a worker marks the database as served
+written before a worker exits (and clicks journaled by a killed one added at
+start), so that a worker marks the database as served
 while it runs (manage.py restore_db refuses to run meanwhile), and so that
 the objects of its start-up are set aside from the garbage collector."""
 
@@ -36,6 +37,7 @@ class ShortenerApplication:
                 if self.fast_path is not None:
                     # Connects (and on PostgreSQL starts listening) off the event loop.
                     await asyncio.to_thread(self.fast_path.start)
+                await asyncio.to_thread(click_counter.roll_up_left_over)
                 set_start_up_objects_aside()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":

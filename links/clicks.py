@@ -5,9 +5,10 @@ tally to the database about once a second, in one transaction, and once more
 when the process shuts down (ASGI lifespan shutdown, or interpreter exit).
 
 On SQLite the tally goes to a journal (models.ClickJournal), which the same
-thread adds to the link counters every CLICK_ROLLUP_SECONDS (and at shutdown):
-the admin and the API show a click that much later. On PostgreSQL the flush
-adds to the counters itself.
+thread adds to the link counters every CLICK_ROLLUP_SECONDS, at shutdown, and
+at start-up (what a worker killed before its roll-up left): the admin and the
+API show a click that much later. On PostgreSQL the flush adds to the counters
+itself.
 
 What a crash can lose: the clicks of at most the last flush interval in the
 crashed worker process (SIGKILL, out-of-memory kill, power loss). A graceful
@@ -123,8 +124,8 @@ class ClickCounter:
     def flush(self) -> int:
         """Write the tally to the database (and roll the journal up when that
         is due); returns the clicks it took from the tally (those of a link
-        deleted meanwhile are dropped, not written). On a database error the
-        tally is kept for the next attempt."""
+        deleted meanwhile are dropped, by the roll-up on SQLite). On a
+        database error the tally is kept for the next attempt."""
         with self._flush_lock:
             taken = self._write_tally()
             if self._journaled and time.monotonic() - self._rolled_up_at >= self.roll_up_interval:
@@ -138,13 +139,22 @@ class ClickCounter:
         with self._flush_lock:
             self._roll_up()
 
+    def roll_up_left_over(self) -> None:
+        """At a worker's start (in a thread of its own): what a worker killed
+        between its flush and its roll-up left in the journal, so that it shows
+        even if no click comes to roll it up."""
+        try:
+            self.roll_up()
+        finally:
+            connection.close()
+
     def _write_tally(self) -> int:
         with self._lock:
             batch, self._pending = self._pending, Tally()
         if not batch:
             return 0
         try:
-            _write_batch(batch)
+            journaled = _write_batch(batch)
         except Exception:
             kept = batch.clicks_on_days()
             logger.exception("click flush failed; keeping %d clicks for the next try", kept)
@@ -153,8 +163,7 @@ class ClickCounter:
             # Start the next attempt on a fresh connection.
             connection.close()
             return 0
-        if connection.vendor == "sqlite":
-            self._journaled = True
+        self._journaled = self._journaled or journaled
         return batch.clicks_on_days()
 
     def _roll_up(self) -> None:
@@ -224,26 +233,29 @@ COUNTER_UPSERT = (
 # SQLite from one JSON array: a few pages at the end of one table, and the
 # interpreter lock let go once for the batch (executemany lets it go at each
 # row, and the request thread and the flusher then hand it back and forth).
+# (json_extract, not ->>: SQLite 3.31 and later, as Django 5.2.)
 JOURNAL_APPEND = (
     "INSERT INTO links_clickjournal (clicks, last_clicked_at, day, day_clicks, link_id) "
-    "SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4 FROM json_each(%s)"
+    "SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'), "
+    "json_extract(value, '$[3]'), json_extract(value, '$[4]') FROM json_each(%s)"
 )
 # The roll-up, in one write transaction: each day of the journal in turn,
-# oldest first (as DAY_MOVED expects), one row per link, in link order, so
-# each counters page is written once for all the clicks of its links; asked of
-# the narrow counters table first whether the link is still there, so a link
-# clicked before costs no read of its wide row. Then the rows rolled up go.
+# oldest first (so the latest stays in the counters row: DAY_MOVED), one row
+# per link, in link order, so each counters page is written once for all the
+# clicks of its links (in the journal's order, twice the time: docs/
+# performance.md). Whether the link is still there is asked once a link, of
+# the narrow counters table first, so a link clicked before costs no read of
+# its wide row. Then the rows rolled up go.
 JOURNAL_LAST_ROW = "SELECT max(id) FROM links_clickjournal"
 JOURNAL_DAYS = "SELECT DISTINCT day FROM links_clickjournal WHERE id <= %s ORDER BY day"
 ROLL_UP_DAY = (
     f"INSERT INTO {COUNTER_COLUMNS} "  # noqa: S608 - constants
     "SELECT link_id, sum(clicks), max(last_clicked_at), day, sum(day_clicks) "
-    "FROM links_clickjournal AS journal WHERE id <= %s AND day = %s "
-    "AND (EXISTS (SELECT 1 FROM links_linkclicks WHERE link_id = journal.link_id) "
-    "OR EXISTS (SELECT 1 FROM links_link WHERE id = journal.link_id)) "
-    f"GROUP BY link_id {ADD_TO_COUNTERS}"
+    "FROM links_clickjournal AS journal WHERE id <= %s AND day = %s GROUP BY link_id "
+    "HAVING EXISTS (SELECT 1 FROM links_linkclicks WHERE link_id = journal.link_id) "
+    f"OR EXISTS (SELECT 1 FROM links_link WHERE id = journal.link_id) {ADD_TO_COUNTERS}"
 )
-JOURNAL_ROLLED_UP = "DELETE FROM links_clickjournal WHERE id <= %s"
+DELETE_ROLLED_UP = "DELETE FROM links_clickjournal WHERE id <= %s"
 
 
 class CounterRow(NamedTuple):
@@ -314,13 +326,16 @@ def counter_rows(batch: Tally) -> list[CounterRow]:
     return rows
 
 
-def _write_batch(batch: Tally) -> None:
+def _write_batch(batch: Tally) -> bool:
+    """Whether the batch went to the journal (SQLite), not to the counters."""
     rows = counter_rows(batch)
+    journaled = connection.vendor == "sqlite"
     with transaction.atomic(), connection.cursor() as cursor:
-        if connection.vendor == "sqlite":
+        if journaled:
             cursor.execute(JOURNAL_APPEND, [json.dumps(rows)])
         else:
             cursor.executemany(COUNTER_UPSERT, rows)
+    return journaled
 
 
 def roll_up_journal() -> None:
@@ -336,7 +351,7 @@ def roll_up_journal() -> None:
         cursor.execute(JOURNAL_DAYS, [last_row])
         for (day,) in cursor.fetchall():
             cursor.execute(ROLL_UP_DAY, [last_row, day])
-        cursor.execute(JOURNAL_ROLLED_UP, [last_row])
+        cursor.execute(DELETE_ROLLED_UP, [last_row])
 
 
 click_counter = ClickCounter()

@@ -15,6 +15,7 @@ from django.db.models import F, QuerySet, Value
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
+from links.clicks import roll_up_journal
 from links.models import APIKey, Link, LinkStatus, LinkTableVersion, RateLimitBucket
 from links.slugs import generate_slug
 
@@ -166,6 +167,10 @@ def update_link(*, link: Link, **changes) -> Link:
     unchanged = [field.name for field in Link._meta.fields if field.name not in changes]
     link.full_clean(exclude=unchanged, validate_unique=False, validate_constraints=False)
     with transaction.atomic():
+        if changes.get("max_clicks") is not None:
+            # A limit counts the clicks before it too: those still in the
+            # journal (SQLite) go to the counters first.
+            roll_up_journal()
         link.save(update_fields=list(changes))
     return link
 

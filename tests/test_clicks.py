@@ -24,8 +24,8 @@ from django.utils import timezone
 from links.clicks import ClickCounter, datetime_parameter
 from links.fastpath import DELEGATE, RedirectFastPath
 from links.models import ClickJournal, DailyClicks, Link, LinkClicks, LinkStatus, LinkTableVersion
-from links.services import shorten_url, take_limited_click
-from tests.conftest import ON_POSTGRES
+from links.services import shorten_url, take_limited_click, update_link
+from tests.conftest import JOURNALS_CLICKS
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -90,7 +90,7 @@ def test_one_flush_mixes_counted_links_first_clicks_and_deleted_links():
     assert [link.clicks_per_day() for link in Link.objects.order_by("pk")] == [[(today, 2)], [(today, 1)]]
 
 
-@pytest.mark.skipif(ON_POSTGRES, reason="the click journal is SQLite's")
+@JOURNALS_CLICKS
 def test_on_sqlite_a_flush_journals_the_clicks_and_the_roll_up_adds_them_to_the_counters():
     counted, _ = shorten_url(url="https://example.com/journal-counted")
     gone, _ = shorten_url(url="https://example.com/journal-deleted")
@@ -112,10 +112,41 @@ def test_on_sqlite_a_flush_journals_the_clicks_and_the_roll_up_adds_them_to_the_
     counted = Link.objects.get(pk=counted.pk)
     assert (counted.clicks, counted.last_clicked_at) == (8, midnight + timedelta(hours=2))
     assert counted.clicks_per_day() == [(date(2026, 12, 1), 2), (date(2026, 11, 30), 1)]
+    # The days rolled up oldest first: the latest stays in the counters row.
+    assert (counted.counter.latest_day, counted.counter.latest_day_clicks) == (date(2026, 12, 1), 2)
+    assert list(DailyClicks.objects.values_list("day", "count")) == [(date(2026, 11, 30), 1)]
     assert list(LinkClicks.objects.values_list("link_id", flat=True)) == [counted.pk]
 
 
-@pytest.mark.skipif(ON_POSTGRES, reason="the click journal is SQLite's")
+@JOURNALS_CLICKS
+def test_a_worker_starting_rolls_up_what_a_killed_one_journaled():
+    link, _ = shorten_url(url="https://example.com/journal-left-over")
+    killed = ClickCounter(roll_up_interval=3600)
+    killed.record(link.pk)
+    assert killed.flush() == 1  # and killed before its roll-up
+    # What links.asgi runs at a worker's start, in a thread (it closes that thread's connection).
+    starting = threading.Thread(target=ClickCounter(roll_up_interval=3600).roll_up_left_over)
+    starting.start()
+    starting.join()
+    assert not ClickJournal.objects.exists()
+    assert Link.objects.get(pk=link.pk).clicks == 1
+
+
+@JOURNALS_CLICKS
+def test_a_limit_set_later_counts_the_clicks_still_in_the_journal():
+    link, _ = shorten_url(url="https://example.com/journal-then-limited", slug="limited-later")
+    counter = ClickCounter(roll_up_interval=3600)
+    for _ in range(3):
+        counter.record(link.pk)
+    assert counter.flush() == 3
+    update_link(link=link, max_clicks=4)
+    assert not ClickJournal.objects.exists()
+    assert take_limited_click(link_id=link.pk)
+    assert not take_limited_click(link_id=link.pk)  # 3 before the limit, and this one
+    assert Link.objects.get(pk=link.pk).clicks == 4
+
+
+@JOURNALS_CLICKS
 def test_a_roll_up_takes_every_process_journal_and_a_stop_rolls_up_its_own():
     link, _ = shorten_url(url="https://example.com/journal-others")
     # A worker that crashed after its flush, before its roll-up.
@@ -512,6 +543,8 @@ def test_the_flush_gives_the_database_the_datetimes_djangos_adapter_gives(time_z
             *(change - 1800.000001, change - 0.5, change, change + 1800.25, time.time()),
             # Rounding to the microsecond: half to even, and up into the next second.
             *(change + 0.0000005, change + 0.0000015, change - 0.0000004, change + 0.9999996),
+            # Exact ties at this magnitude (a float's step here is 2**-22 s): 7812.5 and 23437.5 µs.
+            *(change + 1 / 128, change + 3 / 128),
             # Any moment of these two hours, at any precision a float holds.
             *(change + picked.uniform(-3600, 3600) for _ in range(2000)),
             *(change + picked.randrange(-3600, 3600) for _ in range(200)),
