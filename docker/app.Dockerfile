@@ -35,6 +35,13 @@ EXPOSE 8000
 HEALTHCHECK --interval=5s --timeout=3s --start-period=30s --retries=3 \
     CMD ["python", "/app/docker/healthcheck.py"]
 
+# glibc gives freed memory back to the system once 128 KiB are free at the top of
+# a heap (by default the threshold rises to the largest block freed, up to 32 MiB):
+# the click journal's roll-up (links/clicks.py) sorts a few MiB in the flusher
+# thread every few seconds, which otherwise stayed with each worker, about 12 MiB
+# a worker at 1,000,000 links (docs/performance.md, 2026-11-30, third session).
+ENV MALLOC_TRIM_THRESHOLD_=131072
+
 # Workers: $WEB_CONCURRENCY (default 1, right for a 1 vCPU t2.micro).
 # X-Forwarded-* are believed only from $FORWARDED_ALLOW_IPS (the proxy).
 # No access log: nginx logs every request already, and uvicorn's halves the

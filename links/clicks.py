@@ -230,7 +230,8 @@ COUNTER_UPSERT = (
 )
 
 # SQLite: the batch appended to the journal in one statement, its rows read by
-# SQLite from one JSON array: a few pages at the end of one table, and the
+# SQLite from one JSON array: pages in proportion to the batch, all at the end
+# of one table, and the
 # interpreter lock let go once for the batch (executemany lets it go at each
 # row, and the request thread and the flusher then hand it back and forth).
 # (json_extract, not ->>: SQLite 3.31 and later, as Django 5.2.)

@@ -181,17 +181,18 @@ class Link(models.Model):
 
 class LinkClicks(models.Model):
     """A link's click counters, apart from its wide row (which carries a URL of
-    up to 2 KB): the once-a-second click flush then rewrites a narrow row in a
-    small table, a fraction of the pages (measured: about half the flush's time
-    at 1,000,000 links, docs/performance.md, 2026-11-29). Written by
-    links.clicks and services.take_limited_click, which create the row at a
-    link's first click; read through Link.clicks / Link.last_clicked_at."""
+    up to 2 KB): adding clicks then rewrites a narrow row in a small table, a
+    fraction of the pages (measured: about half the flush's time at 1,000,000
+    links, docs/performance.md, 2026-11-29). Written by links.clicks (the
+    flush on PostgreSQL, the journal's roll-up on SQLite: ClickJournal) and
+    services.take_limited_click, which create the row at a link's first click;
+    read through Link.clicks / Link.last_clicked_at."""
 
     link = models.OneToOneField(Link, on_delete=models.CASCADE, primary_key=True, related_name="counter")
     clicks = models.PositiveBigIntegerField(default=0)
     last_clicked_at = models.DateTimeField(null=True, blank=True)
-    # The UTC day of the latest flush's clicks and the link's clicks that day,
-    # kept in the row every flush updates anyway instead of a DailyClicks row of
+    # The UTC day of the latest clicks added and the link's clicks that day,
+    # kept in the row every addition updates anyway instead of a DailyClicks row of
     # their own: one row written per clicked link, not two (docs/performance.md,
     # 2026-11-29, night). When a flush brings another day's clicks, the
     # database moves the count held here into DailyClicks (links/triggers.py,
@@ -211,7 +212,7 @@ class LinkClicks(models.Model):
 class ClickJournal(models.Model):
     """Clicks written by a flush on SQLite and not yet added to the counters:
     one row per link and day of a flush, appended at the end of the table, so a
-    flush writes a few pages however many links it counts, where adding to
+    flush writes pages in proportion to its rows (about 55 bytes each), where adding to
     each link's counters row writes a page per link (at 1,000,000 links, about
     two page writes a click: docs/performance.md, 2026-11-30, third session).
     links.clicks rolls the journal into LinkClicks every few seconds, the

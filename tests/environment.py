@@ -17,6 +17,7 @@ os.environ.setdefault("SHORTENER_ANON_CREATE_RATE", "100000/min")
 # In-process tests flush clicks themselves (click_counter.flush()); a background
 # flush on a connection of its own could not see their uncommitted links.
 # Live sites (tests/conftest.py's site_env) flush every second, as in production.
-# Journaled clicks (SQLite) are rolled into the counters at every flush.
+# Journaled clicks (SQLite) are rolled into the counters at every flush, in
+# live sites too (tests/test_clicks.py tests the roll-up's interval and start).
 os.environ.setdefault("SHORTENER_CLICK_FLUSH_SECONDS", "3600")
 os.environ.setdefault("SHORTENER_CLICK_ROLLUP_SECONDS", "0")
