@@ -70,8 +70,10 @@ class BenchStack:
             self.stack = Stack(directory=directory, project=PROJECTS[kind])
         settings |= dict(setting.split("=", 1) for setting in extra_env)
         self.stack.write_env(**settings)
-        # How long a click can wait in the journal (settled_clicks).
-        self.click_rollup_seconds = float(settings["SHORTENER_CLICK_ROLLUP_SECONDS"])
+        # How long a click can wait in a worker and then in the journal (settled_clicks).
+        self.click_delay_seconds = float(settings["SHORTENER_CLICK_ROLLUP_SECONDS"]) + float(
+            settings.get("SHORTENER_CLICK_FLUSH_SECONDS", "1")
+        )
         self.compose_files = list(self.stack.compose_files)
         self.base_url = self.stack.base_url
         self.baseline_url = ""
@@ -182,11 +184,11 @@ class BenchStack:
 
     def settled_clicks(self, *, timeout: float = 90) -> int:
         """Total clicks once every worker has flushed and rolled its journal
-        up: each flushes about once a second and rolls up every
-        CLICK_ROLLUP_SECONDS, so the same reading for longer than both."""
+        up: the same reading for longer than a click can wait in a worker's
+        tally and then in the journal (click_delay_seconds)."""
         deadline = time.monotonic() + timeout
         last, since = self.total_clicks(), time.monotonic()
-        while time.monotonic() - since < self.click_rollup_seconds + 3:
+        while time.monotonic() - since < self.click_delay_seconds + 2:
             time.sleep(1.5)
             now = self.total_clicks()
             if now != last:

@@ -35,11 +35,15 @@ EXPOSE 8000
 HEALTHCHECK --interval=5s --timeout=3s --start-period=30s --retries=3 \
     CMD ["python", "/app/docker/healthcheck.py"]
 
-# glibc gives freed memory back to the system once 128 KiB are free at the top of
-# a heap (by default the threshold rises to the largest block freed, up to 32 MiB):
-# the click journal's roll-up (links/clicks.py) sorts a few MiB in the flusher
-# thread every few seconds, which otherwise stayed with each worker, about 12 MiB
-# a worker at 1,000,000 links (docs/performance.md, 2026-11-30, third session).
+# glibc gives the top of a heap back once more than the trim threshold is free. By
+# default both its thresholds move: freeing an mmapped block raises the mmap
+# threshold to its size (at most 32 MiB) and the trim threshold to twice that, and
+# later blocks of that size stay in the heap. Set, the trim threshold (and with it
+# the mmap threshold) stays at 128 KiB: the click journal's roll-up (links/clicks.py)
+# sorts a few MiB in the flusher thread every few seconds, which otherwise stayed
+# with each worker, about 12 MiB a worker at 1,000,000 links. Blocks of 128 KiB and
+# more are then mapped and unmapped each time; the redirect rate did not change
+# (docs/performance.md, 2026-11-30, third session). glibc only (the image is Debian).
 ENV MALLOC_TRIM_THRESHOLD_=131072
 
 # Workers: $WEB_CONCURRENCY (default 1, right for a 1 vCPU t2.micro).

@@ -5,9 +5,9 @@ tally to the database about once a second, in one transaction, and once more
 when the process shuts down (ASGI lifespan shutdown, or interpreter exit).
 
 On SQLite the tally goes to a journal (models.ClickJournal), which the same
-thread adds to the link counters every CLICK_ROLLUP_SECONDS, at shutdown, and
-at start-up (what a worker killed before its roll-up left): the admin and the
-API show a click that much later. On PostgreSQL the flush adds to the counters
+thread adds to the link counters every CLICK_ROLLUP_SECONDS and at shutdown,
+and links.asgi at a worker's start (what a worker killed before its roll-up
+left): the admin and the API show a click that much later. On PostgreSQL the flush adds to the counters
 itself.
 
 What a crash can lose: the clicks of at most the last flush interval in the
@@ -275,7 +275,7 @@ def datetime_parameter() -> Callable[[float], object]:
     column: what Django's adapter makes of the aware datetime. On SQLite (no
     time zones) that is the naive time in the connection's zone as text; each
     second's text is made once (by the adapter) and the microseconds added as
-    datetime.fromtimestamp rounds them: 0.3 µs a value instead of 1.5, most of
+    datetime.fromtimestamp rounds them: 0.4 µs a value instead of 1.45, most of
     what a flush did under the interpreter lock (docs/performance.md,
     2026-11-30, third session)."""
     as_db_datetime = connection.ops.adapt_datetimefield_value

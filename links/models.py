@@ -194,7 +194,8 @@ class LinkClicks(models.Model):
     # The UTC day of the latest clicks added and the link's clicks that day,
     # kept in the row every addition updates anyway instead of a DailyClicks row of
     # their own: one row written per clicked link, not two (docs/performance.md,
-    # 2026-11-29, night). When a flush brings another day's clicks, the
+    # 2026-11-29, night). When a write (the flush on PostgreSQL, the journal's
+    # roll-up on SQLite) brings another day's clicks, the
     # database moves the count held here into DailyClicks (links/triggers.py,
     # DAY_MOVED; a writer sets the two together). Read through Link.clicks_per_day.
     latest_day = models.DateField(null=True, blank=True)

@@ -72,11 +72,12 @@ DROP = {
 
 
 # A counters row (models.LinkClicks) keeps the clicks of its latest day; when a
-# write gives it another day (a flush with the next day's clicks, or a late
-# flush with an earlier day's), the count it held is then added to that day's
-# DailyClicks row, within the same statement, whatever wrote it (a writer sets
-# latest_day and latest_day_clicks together). Installed by migration 0004 (it
-# names that migration's columns) and after every `migrate`.
+# write gives it another day (the next day's clicks, or a late write of an
+# earlier day's: the flush on PostgreSQL, the journal's roll-up on SQLite), the
+# count it held is then added to that day's DailyClicks row, within the same
+# statement, whatever wrote it (a writer sets latest_day and latest_day_clicks
+# together). Installed by migration 0004 (it names that migration's columns)
+# and after every `migrate`.
 #
 # A later migration that rebuilds links_dailyclicks on SQLite (Django's way of
 # altering most columns there) must drop this trigger first

@@ -57,7 +57,7 @@ MAX_URL_LENGTH = env.int("SHORTENER_MAX_URL_LENGTH", default=2048)
 CLICK_FLUSH_SECONDS = env.float("SHORTENER_CLICK_FLUSH_SECONDS", default=1.0)
 # On SQLite a flush appends to a journal; each worker adds the journal to the
 # link counters at most this often (links/clicks.py): how late a click can be
-# in the admin and the API. 0: after every flush.
+# in the admin and the API, with the flush's interval. 0: after every flush.
 CLICK_ROLLUP_SECONDS = env.float("SHORTENER_CLICK_ROLLUP_SECONDS", default=10.0)
 SITE_NAME = env.str("SHORTENER_SITE_NAME", default="Shortener")
 

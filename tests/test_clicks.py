@@ -21,6 +21,7 @@ from django.db.migrations.executor import MigrationExecutor
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from links import asgi
 from links.clicks import ClickCounter, datetime_parameter
 from links.fastpath import DELEGATE, RedirectFastPath
 from links.models import ClickJournal, DailyClicks, Link, LinkClicks, LinkStatus, LinkTableVersion
@@ -119,16 +120,31 @@ def test_on_sqlite_a_flush_journals_the_clicks_and_the_roll_up_adds_them_to_the_
 
 
 @JOURNALS_CLICKS
-def test_a_worker_starting_rolls_up_what_a_killed_one_journaled():
+def test_a_worker_starting_rolls_up_what_a_killed_one_journaled(monkeypatch):
     link, _ = shorten_url(url="https://example.com/journal-left-over")
     killed = ClickCounter(roll_up_interval=3600)
     killed.record(link.pk)
     assert killed.flush() == 1  # and killed before its roll-up
-    # What links.asgi runs at a worker's start, in a thread (it closes that thread's connection).
-    starting = threading.Thread(target=ClickCounter(roll_up_interval=3600).roll_up_left_over)
-    starting.start()
-    starting.join()
-    assert not ClickJournal.objects.exists()
+    # A worker's start, as uvicorn drives it (ASGI lifespan), without the
+    # serving marker's file and the collector's freeze, which have tests of their own.
+    monkeypatch.setattr(asgi, "hold_serving_marker", lambda: None)
+    monkeypatch.setattr(asgi, "release_serving_marker", lambda marker: None)
+    monkeypatch.setattr(asgi, "set_start_up_objects_aside", lambda: None)
+    journaled_when_started = []
+
+    async def start_and_stop():
+        inbox: asyncio.Queue = asyncio.Queue()
+
+        async def send(message):
+            if message["type"] == "lifespan.startup.complete":
+                journaled_when_started.append(await asyncio.to_thread(ClickJournal.objects.count))
+                await inbox.put({"type": "lifespan.shutdown"})
+
+        await inbox.put({"type": "lifespan.startup"})
+        await asgi.ShortenerApplication(None).lifespan(inbox.get, send)
+
+    asyncio.run(start_and_stop())
+    assert journaled_when_started == [0]
     assert Link.objects.get(pk=link.pk).clicks == 1
 
 
