@@ -7,8 +7,8 @@ when the process shuts down (ASGI lifespan shutdown, or interpreter exit).
 On SQLite the tally goes to a journal (models.ClickJournal), which the same
 thread adds to the link counters every CLICK_ROLLUP_SECONDS and at shutdown,
 and links.asgi at a worker's start (what a worker killed before its roll-up
-left): the admin and the API show a click that much later. On PostgreSQL the flush adds to the counters
-itself.
+left): the admin and the API show a click that much later. On PostgreSQL the
+flush adds to the counters itself (journals_clicks).
 
 What a crash can lose: the clicks of at most the last flush interval in the
 crashed worker process (SIGKILL, out-of-memory kill, power loss). A graceful
@@ -231,9 +231,9 @@ COUNTER_UPSERT = (
 
 # SQLite: the batch appended to the journal in one statement, its rows read by
 # SQLite from one JSON array: pages in proportion to the batch, all at the end
-# of one table, and the
-# interpreter lock let go once for the batch (executemany lets it go at each
-# row, and the request thread and the flusher then hand it back and forth).
+# of one table, and the interpreter lock let go once for the batch
+# (executemany lets it go at each row, and the request thread and the flusher
+# then hand it back and forth).
 # (json_extract, not ->>: SQLite 3.31 and later, as Django 5.2.)
 JOURNAL_APPEND = (
     "INSERT INTO links_clickjournal (clicks, last_clicked_at, day, day_clicks, link_id) "
@@ -306,8 +306,8 @@ def counter_rows(batch: Tally) -> list[CounterRow]:
     many links), and a link's days arrive oldest first. The total and the last
     click go with a link's first row; a limited link has none (the database
     took its clicks: services.take_limited_click). Made once a flush for every
-    link clicked, so kept plain: about 4 µs a row, from 6-10 (docs/performance.md,
-    2026-11-30, second session)."""
+    link clicked, so kept plain: about 1 µs a row, from 6-10 (docs/performance.md,
+    2026-11-30, second and third sessions)."""
     as_parameter = datetime_parameter()
     day_texts = {day: day.isoformat() for day in batch.per_day}
     totals, last_clicked = batch.clicks, batch.last_clicked
@@ -327,10 +327,18 @@ def counter_rows(batch: Tally) -> list[CounterRow]:
     return rows
 
 
+def journals_clicks() -> bool:
+    """Whether this connection's flush appends to the journal (SQLite, one
+    writer at a time, where a counters page a click was the flush's cost)
+    rather than adding to the counters (PostgreSQL, whose replicas' upserts
+    are safe side by side)."""
+    return connection.vendor == "sqlite"
+
+
 def _write_batch(batch: Tally) -> bool:
-    """Whether the batch went to the journal (SQLite), not to the counters."""
+    """Whether the batch went to the journal, not to the counters."""
     rows = counter_rows(batch)
-    journaled = connection.vendor == "sqlite"
+    journaled = journals_clicks()
     with transaction.atomic(), connection.cursor() as cursor:
         if journaled:
             cursor.execute(JOURNAL_APPEND, [json.dumps(rows)])
@@ -340,9 +348,9 @@ def _write_batch(batch: Tally) -> bool:
 
 
 def roll_up_journal() -> None:
-    """Add the journal's clicks to the counters and empty it (SQLite: on
-    PostgreSQL the flush writes the counters, and the journal stays empty)."""
-    if connection.vendor != "sqlite":
+    """Add the journal's clicks to the counters and empty it (nothing to do
+    where the flush writes the counters: the journal stays empty)."""
+    if not journals_clicks():
         return
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(JOURNAL_LAST_ROW)

@@ -213,9 +213,10 @@ class LinkClicks(models.Model):
 class ClickJournal(models.Model):
     """Clicks written by a flush on SQLite and not yet added to the counters:
     one row per link and day of a flush, appended at the end of the table, so a
-    flush writes pages in proportion to its rows (about 55 bytes each), where adding to
-    each link's counters row writes a page per link (at 1,000,000 links, about
-    two page writes a click: docs/performance.md, 2026-11-30, third session).
+    flush writes pages in proportion to its rows (about 55 bytes each), where
+    adding to each link's counters row writes a page per link (at 1,000,000
+    links, about two page writes a click: docs/performance.md, 2026-11-30,
+    third session).
     links.clicks rolls the journal into LinkClicks every few seconds, the
     clicks of each page's links together. No foreign key: an append reads no
     link row; the roll-up skips links deleted since. Read by nothing else."""
