@@ -20,6 +20,16 @@ CREATE_BUCKET = (
     "import boto3; boto3.client('s3', endpoint_url='http://127.0.0.1:5000', region_name='us-east-1', "
     f"aws_access_key_id='testing', aws_secret_access_key='testing').create_bucket(Bucket='{BUCKET}')"
 )
+# How many links the replica holds now: restored, in the running Litestream
+# container, to a scratch file, and counted there.
+COUNT_REPLICATED_LINKS = (
+    "sh",
+    "-c",
+    "rm -f /tmp/probe.sqlite3* "
+    "&& litestream restore -o /tmp/probe.sqlite3 /data/shortener.sqlite3 >/dev/null "
+    "&& python -c \"import sqlite3; print(sqlite3.connect('/tmp/probe.sqlite3')"
+    ".execute('SELECT count(*) FROM links_link').fetchone()[0])\"",
+)
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +49,12 @@ def stack(tmp_path_factory):
         stack.compose(*WITH_LITESTREAM, "down", "--remove-orphans", "-v", check=False)
 
 
+def replicated_links(stack) -> int | None:
+    """How many links the replica holds (None: nothing restorable yet)."""
+    probe = stack.compose(*WITH_LITESTREAM, "exec", "-T", "litestream", *COUNT_REPLICATED_LINKS, check=False)
+    return int(probe.stdout) if probe.returncode == 0 else None
+
+
 # Builds three more images than the other stacks (moto's among them).
 @pytest.mark.timeout(900)
 def test_replicate_destroy_the_volume_restore_and_the_links_are_back(stack):
@@ -49,8 +65,13 @@ def test_replicate_destroy_the_volume_restore_and_the_links_are_back(stack):
             response = client.post("/", json={"url": url})
             assert response.status_code == 201, response.text
             made[response.json()["short_slug"]] = url
-    # Litestream ships changes within about a second; then everything but S3 stops.
-    time.sleep(5)
+    # Litestream ships changes about every second once the bucket answers (it backs
+    # off while the bucket is missing, so the first shipment may take longer). Wait
+    # until the replica holds every link; then everything but S3 stops.
+    deadline = time.monotonic() + 120
+    while (replicated := replicated_links(stack)) != len(made):
+        assert time.monotonic() < deadline, f"the replica holds {replicated} of the {len(made)} links"
+        time.sleep(1)
     stack.compose(*WITH_LITESTREAM, "stop", *SERVICES)
     log = stack.compose(*WITH_LITESTREAM, "logs", "--no-color", "litestream").stdout
     assert "replicating to" in log and BUCKET in log
