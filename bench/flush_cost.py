@@ -142,12 +142,16 @@ def journal_append_and_roll_up(db, counters, daily):
     """The journal append and, at once, its roll-up into the counters (what
     SHORTENER_CLICK_ROLLUP_SECONDS=0 does; by default a roll-up takes ten
     seconds of flushes at a time, its rows grouped by link)."""
-    from links.clicks import DELETE_ROLLED_UP, JOURNAL_LAST_ROW, ROLL_UP_DAY
+    from links.clicks import DELETE_ROLLED_UP, JOURNAL_LAST_ROW, MARK_ROLLED_UP, ROLL_UP_DAY, ROLLED_UP_TO
 
     journal_append(db, counters, daily)
     (last_row,) = db.execute(JOURNAL_LAST_ROW).fetchone()
     (day,) = {day for day, _, _ in daily}
-    db.execute(ROLL_UP_DAY.replace("%s", "?"), (last_row, day))
+    db.execute("BEGIN IMMEDIATE")
+    (rolled_up_to,) = db.execute(ROLLED_UP_TO).fetchone() or (0,)
+    db.execute(ROLL_UP_DAY.replace("%s", "?"), (rolled_up_to, last_row, day))
+    db.execute(MARK_ROLLED_UP.replace("%s", "?"), (last_row,))
+    db.execute("COMMIT")
     db.execute(DELETE_ROLLED_UP.replace("%s", "?"), (last_row,))
 
 
@@ -316,14 +320,20 @@ def base_file(seeded: Path, setup: tuple[str, ...]) -> Path:
 
 
 def prepare(seeded: Path, work: Path, name: str) -> sqlite3.Connection:
+    """The variant's copy of the file, with a journal file of its own attached
+    as the site's connections have it (links.clicks.attach_journal)."""
+    from links.clicks import attach_journal_file
+
     setup, pragmas, _flush = VARIANTS[name]
-    path = work / "variant.sqlite3"
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    path, journal = work / "variant.sqlite3", work / "variant-clicks.sqlite3"
+    for file in (path, journal):
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{file}{suffix}").unlink(missing_ok=True)
     shutil.copyfile(base_file(seeded, setup), path)
     db = sqlite3.connect(path, isolation_level=None)
     for pragma in (*site_pragmas(), *pragmas):
         db.execute(pragma)
+    attach_journal_file(db, journal)
     return db
 
 

@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.db.backends.signals import connection_created
 from django.db.models.signals import post_migrate
 
 
@@ -7,7 +8,10 @@ class LinksConfig(AppConfig):
     verbose_name = "Short links"
 
     def ready(self) -> None:
+        from links.clicks import attach_journal
+
         post_migrate.connect(reinstall_link_triggers, sender=self)
+        connection_created.connect(attach_journal)
 
 
 def reinstall_link_triggers(sender, using, **kwargs) -> None:

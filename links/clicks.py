@@ -4,10 +4,10 @@ A redirect only adds to an in-memory tally; a background thread writes the
 tally to the database about once a second, in one transaction, and once more
 when the process shuts down (ASGI lifespan shutdown, or interpreter exit).
 
-On SQLite the tally goes to a journal (models.ClickJournal), which the same
-thread adds to the link counters every CLICK_ROLLUP_SECONDS and at shutdown,
-and links.asgi at a worker's start (what a worker killed before its roll-up
-left): the admin and the API show a click that much later. On PostgreSQL the
+On SQLite the tally goes to a journal (a file of its own: attach_journal),
+which the same thread adds to the link counters every CLICK_ROLLUP_SECONDS
+and at shutdown, and links.asgi at a worker's start (what a worker killed
+before its roll-up left): the admin and the API show a click that much later. On PostgreSQL the
 flush adds to the counters itself (journals_clicks).
 
 What a crash can lose: the clicks of at most the last flush interval in the
@@ -24,10 +24,13 @@ import atexit
 import json
 import logging
 import math
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, date, datetime
+from functools import partial
+from pathlib import Path
 from typing import NamedTuple
 
 from django.conf import settings
@@ -229,34 +232,60 @@ COUNTER_UPSERT = (
     f"WHERE id = %s {ADD_TO_COUNTERS}"
 )
 
-# SQLite: the batch appended to the journal in one statement, its rows read by
-# SQLite from one JSON array: pages in proportion to the batch, all at the end
-# of one table, and the interpreter lock let go once for the batch
-# (executemany lets it go at each row, and the request thread and the flusher
-# then hand it back and forth).
-# (json_extract, not ->>: SQLite 3.31 and later, as Django 5.2.)
+# SQLite: the journal, a file of its own beside the database (shortener.sqlite3:
+# shortener-clicks.sqlite3), attached to every connection as the schema
+# `clicks` (attach_journal). A commit in the database makes every reader of it
+# (the fast path's, in each worker) drop its pages and its map of the file;
+# a flush's commit now goes to the journal's file alone, so they see one a
+# roll-up instead of one a flush (docs/performance.md, 2026-11-30, fourth
+# session). No foreign key: an append reads no link row; the roll-up skips
+# links deleted since.
+JOURNAL_EXISTS = "SELECT 1 FROM clicks.sqlite_master WHERE name = 'links_clickjournal'"
+JOURNAL_TABLE = (
+    "CREATE TABLE clicks.links_clickjournal (id integer NOT NULL PRIMARY KEY AUTOINCREMENT, "
+    "link_id bigint NOT NULL, clicks bigint NOT NULL, last_clicked_at datetime NULL, "
+    "day date NOT NULL, day_clicks bigint NOT NULL)"
+)
+# A journal made anew (at a first start, or after its file was lost) numbers
+# its rows on from the last one rolled up, which a roll-up would skip.
+ROLL_UP_TABLE_EXISTS = "SELECT 1 FROM main.sqlite_master WHERE name = 'links_clickrollup'"
+JOURNAL_NUMBERED_ON = (
+    "INSERT INTO clicks.sqlite_sequence (name, seq) "
+    "SELECT 'links_clickjournal', last_row FROM main.links_clickrollup WHERE id = 1"
+)
+# A flush appends its batch in one statement, its rows read by SQLite from one
+# JSON array: pages in proportion to the batch, all at the end of one table,
+# and the interpreter lock let go once for the batch (executemany lets it go
+# at each row, and the request thread and the flusher then hand it back and
+# forth). (json_extract, not ->>: SQLite 3.31 and later, as Django 5.2.)
 JOURNAL_APPEND = (
-    "INSERT INTO links_clickjournal (clicks, last_clicked_at, day, day_clicks, link_id) "
+    "INSERT INTO clicks.links_clickjournal (clicks, last_clicked_at, day, day_clicks, link_id) "
     "SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'), "
     "json_extract(value, '$[3]'), json_extract(value, '$[4]') FROM json_each(%s)"
 )
-# The roll-up, in one write transaction: each day of the journal in turn,
-# oldest first (so the latest stays in the counters row: DAY_MOVED), one row
-# per link, in link order, so each counters page is written once for all the
-# clicks of its links (in the journal's order, twice the time: docs/
-# performance.md). Whether the link is still there is asked once a link, of
-# the narrow counters table first, so a link clicked before costs no read of
-# its wide row. Then the rows rolled up go.
-JOURNAL_LAST_ROW = "SELECT max(id) FROM links_clickjournal"
-JOURNAL_DAYS = "SELECT DISTINCT day FROM links_clickjournal WHERE id <= %s ORDER BY day"
+# The roll-up, in one write transaction of the database: the journal's rows
+# after the last one rolled up (models.ClickRollUp), each day in turn, oldest
+# first (so the latest stays in the counters row: DAY_MOVED), one row per link,
+# in link order, so each counters page is written once for all the clicks of
+# its links (in the journal's order, twice the time: docs/performance.md).
+# Whether the link is still there is asked once a link, of the narrow counters
+# table first, so a link clicked before costs no read of its wide row. The
+# rows rolled up are deleted from the journal once that has committed.
+JOURNAL_LAST_ROW = "SELECT max(id) FROM clicks.links_clickjournal"
+ROLLED_UP_TO = "SELECT last_row FROM links_clickrollup WHERE id = 1"
+JOURNAL_DAYS = "SELECT DISTINCT day FROM clicks.links_clickjournal WHERE id > %s AND id <= %s ORDER BY day"
 ROLL_UP_DAY = (
     f"INSERT INTO {COUNTER_COLUMNS} "  # noqa: S608 - constants
     "SELECT link_id, sum(clicks), max(last_clicked_at), day, sum(day_clicks) "
-    "FROM links_clickjournal AS journal WHERE id <= %s AND day = %s GROUP BY link_id "
+    "FROM clicks.links_clickjournal AS journal WHERE id > %s AND id <= %s AND day = %s GROUP BY link_id "
     "HAVING EXISTS (SELECT 1 FROM links_linkclicks WHERE link_id = journal.link_id) "
     f"OR EXISTS (SELECT 1 FROM links_link WHERE id = journal.link_id) {ADD_TO_COUNTERS}"
 )
-DELETE_ROLLED_UP = "DELETE FROM links_clickjournal WHERE id <= %s"
+MARK_ROLLED_UP = (
+    "INSERT INTO links_clickrollup (id, last_row) VALUES (1, %s) "
+    "ON CONFLICT (id) DO UPDATE SET last_row = excluded.last_row"
+)
+DELETE_ROLLED_UP = "DELETE FROM clicks.links_clickjournal WHERE id <= %s"
 
 
 class CounterRow(NamedTuple):
@@ -327,29 +356,69 @@ def counter_rows(batch: Tally) -> list[CounterRow]:
     return rows
 
 
+def journal_file(connection) -> Path | None:
+    """The click journal's file of a connection's database (None: the flush
+    adds to the counters itself, as on PostgreSQL, whose replicas' upserts are
+    safe side by side; and for an SQLite database in memory, with no folder)."""
+    if connection.vendor != "sqlite" or connection.is_in_memory_db():
+        return None
+    database = Path(connection.settings_dict["NAME"])
+    return database.with_name(f"{database.stem}-clicks{database.suffix}")
+
+
 def journals_clicks() -> bool:
     """Whether this connection's flush appends to the journal (SQLite, one
-    writer at a time, where a counters page a click was the flush's cost)
-    rather than adding to the counters (PostgreSQL, whose replicas' upserts
-    are safe side by side)."""
-    return connection.vendor == "sqlite"
+    writer at a time, where a counters page a click was the flush's cost)."""
+    return journal_file(connection) is not None
+
+
+def attach_journal(sender, connection, **kwargs) -> None:
+    """On every new connection to an SQLite file (Django's connection_created,
+    links.apps): the journal's file attached. An ATTACH cannot run inside a
+    transaction, and a flush or a roll-up may come inside one (a test's, or
+    services.update_link's)."""
+    path = journal_file(connection)
+    if path is not None:
+        attach_journal_file(connection.connection, path)
+
+
+def attach_journal_file(database: sqlite3.Connection, path: Path) -> None:
+    """`path` attached to `database` (in autocommit) as the schema `clicks`,
+    its table made if need be."""
+    database.execute("ATTACH DATABASE ? AS clicks", (str(path),))
+    database.execute("PRAGMA clicks.journal_mode = WAL")
+    database.execute("PRAGMA clicks.synchronous = NORMAL")
+    if database.execute(JOURNAL_EXISTS).fetchone():
+        return
+    database.execute("BEGIN IMMEDIATE")
+    try:
+        if not database.execute(JOURNAL_EXISTS).fetchone():
+            database.execute(JOURNAL_TABLE)
+            if database.execute(ROLL_UP_TABLE_EXISTS).fetchone():
+                database.execute(JOURNAL_NUMBERED_ON)
+        database.execute("COMMIT")
+    except BaseException:
+        database.execute("ROLLBACK")
+        raise
 
 
 def _write_batch(batch: Tally) -> bool:
     """Whether the batch went to the journal, not to the counters."""
     rows = counter_rows(batch)
-    journaled = journals_clicks()
-    with transaction.atomic(), connection.cursor() as cursor:
-        if journaled:
+    if journals_clicks():
+        # One statement, its own transaction (outside a caller's), in the
+        # journal's file alone.
+        with connection.cursor() as cursor:
             cursor.execute(JOURNAL_APPEND, [json.dumps(rows)])
-        else:
-            cursor.executemany(COUNTER_UPSERT, rows)
-    return journaled
+        return True
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.executemany(COUNTER_UPSERT, rows)
+    return False
 
 
 def roll_up_journal() -> None:
     """Add the journal's clicks to the counters and empty it (nothing to do
-    where the flush writes the counters: the journal stays empty)."""
+    where the flush writes the counters: there is no journal)."""
     if not journals_clicks():
         return
     with transaction.atomic(), connection.cursor() as cursor:
@@ -357,9 +426,20 @@ def roll_up_journal() -> None:
         (last_row,) = cursor.fetchone()
         if last_row is None:
             return
-        cursor.execute(JOURNAL_DAYS, [last_row])
-        for (day,) in cursor.fetchall():
-            cursor.execute(ROLL_UP_DAY, [last_row, day])
+        cursor.execute(ROLLED_UP_TO)
+        (rolled_up_to,) = cursor.fetchone() or (0,)
+        if last_row > rolled_up_to:
+            cursor.execute(JOURNAL_DAYS, [rolled_up_to, last_row])
+            for (day,) in cursor.fetchall():
+                cursor.execute(ROLL_UP_DAY, [rolled_up_to, last_row, day])
+            cursor.execute(MARK_ROLLED_UP, [last_row])
+        # After the outermost commit (the journal is another file, committed
+        # apart): a failure leaves rows the next roll-up skips and deletes.
+        transaction.on_commit(partial(_delete_rolled_up, last_row), robust=True)
+
+
+def _delete_rolled_up(last_row: int) -> None:
+    with connection.cursor() as cursor:
         cursor.execute(DELETE_ROLLED_UP, [last_row])
 
 

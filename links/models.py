@@ -184,7 +184,7 @@ class LinkClicks(models.Model):
     up to 2 KB): adding clicks then rewrites a narrow row in a small table, a
     fraction of the pages (measured: about half the flush's time at 1,000,000
     links, docs/performance.md, 2026-11-29). Written by links.clicks (the
-    flush on PostgreSQL, the journal's roll-up on SQLite: ClickJournal) and
+    flush on PostgreSQL, the journal's roll-up on SQLite: links.clicks) and
     services.take_limited_click, which create the row at a link's first click;
     read through Link.clicks / Link.last_clicked_at."""
 
@@ -210,25 +210,19 @@ class LinkClicks(models.Model):
         return f"{self.link_id}: {self.clicks}"
 
 
-class ClickJournal(models.Model):
-    """Clicks written by a flush on SQLite and not yet added to the counters:
-    one row per link and day of a flush, appended at the end of the table, so a
-    flush writes pages in proportion to its rows (about 55 bytes each), where
-    adding to each link's counters row writes a page per link (at 1,000,000
-    links, about two page writes a click: docs/performance.md, 2026-11-30,
-    third session).
-    links.clicks rolls the journal into LinkClicks every few seconds, the
-    clicks of each page's links together. No foreign key: an append reads no
-    link row; the roll-up skips links deleted since. Read by nothing else."""
+class ClickRollUp(models.Model):
+    """How far the click journal has been added to the counters, on SQLite:
+    the journal's last row added (one row, id 1). The journal is a file of
+    its own beside the database (links.clicks: a flush's commit there leaves
+    this file, and every reader's cache of it, alone), so a roll-up commits
+    twice: the counters with this row here, then the rows' deletion there.
+    Should it stop between the two, the next roll-up skips the rows up to
+    `last_row` instead of adding them again."""
 
-    link_id = models.BigIntegerField()
-    clicks = models.PositiveBigIntegerField()  # to the link's total
-    last_clicked_at = models.DateTimeField(null=True)
-    day = models.DateField()
-    day_clicks = models.PositiveBigIntegerField()
+    last_row = models.BigIntegerField(default=0)
 
     def __str__(self) -> str:
-        return f"{self.link_id} {self.day}: {self.day_clicks}"
+        return f"rolled up to journal row {self.last_row}"
 
 
 # Link.objects.order_by() names for the counters, NULL (never clicked) as 0.

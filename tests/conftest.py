@@ -127,6 +127,23 @@ def query_database(env: dict, sql: str, params: tuple = ()) -> list[tuple]:
 ON_POSTGRES = os.environ.get("DATABASE_URL", "").startswith("postgres")
 # On SQLite a flush journals its clicks (links.clicks); PostgreSQL's writes the counters.
 JOURNALS_CLICKS = pytest.mark.skipif(ON_POSTGRES, reason="the click journal is SQLite's")
+JOURNAL_WAITING = (
+    "SELECT link_id, day_clicks FROM clicks.links_clickjournal "
+    "WHERE id > coalesce((SELECT last_row FROM links_clickrollup WHERE id = 1), 0) ORDER BY id"
+)
+
+
+def journal_waiting() -> list[tuple[int, int]]:
+    """The click journal's rows not rolled up yet (SQLite), as (link id, the
+    day's clicks): rows up to the last one rolled up are done, whether or not
+    their deletion (after the roll-up's commit) has run."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(JOURNAL_WAITING)
+        return cursor.fetchall()
+
+
 SETTLE_SECONDS = VERSION_POLL_SECONDS if ON_POSTGRES else 0.0
 
 # As in production (docker/app.Dockerfile).
@@ -192,3 +209,37 @@ def api(client, api_key):
     """Django's test client, sending the API key."""
     client.defaults["HTTP_AUTHORIZATION"] = f"Bearer {api_key}"
     return client
+
+
+@contextmanager
+def failing_writes_to(table: str, when: str = "true", event: str = "UPDATE"):
+    """A real database error inside the writer's transaction, as a full disk or a
+    read-only file gives: every `event` (UPDATE, INSERT or DELETE) on `table` aborts."""
+    from django.db import connection
+
+    if connection.vendor == "postgresql":
+        create = [
+            "CREATE FUNCTION fail_on_purpose() RETURNS trigger AS $$ "
+            "BEGIN RAISE EXCEPTION 'database or disk is full'; END $$ LANGUAGE plpgsql",
+            f"CREATE TRIGGER fail_on_purpose BEFORE {event} ON {table} FOR EACH ROW WHEN ({when}) "
+            "EXECUTE FUNCTION fail_on_purpose()",
+        ]
+        drop = [f"DROP TRIGGER fail_on_purpose ON {table}", "DROP FUNCTION fail_on_purpose()"]
+    else:
+        # A table of an attached file (schema.table) takes the trigger in its schema.
+        schema, _, name = table.rpartition(".")
+        trigger = f"{schema}.fail_on_purpose" if schema else "fail_on_purpose"
+        create = [
+            f"CREATE TRIGGER {trigger} BEFORE {event} ON {name} WHEN {when} "
+            "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+        ]
+        drop = [f"DROP TRIGGER {trigger}"]
+    with connection.cursor() as cursor:
+        for statement in create:
+            cursor.execute(statement)
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            for statement in drop:
+                cursor.execute(statement)

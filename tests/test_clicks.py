@@ -9,9 +9,11 @@ again on PostgreSQL (scripts/with_postgres.sh)."""
 import asyncio
 import gc
 import random
+import sqlite3
 import threading
 import time
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from django.core.management import call_command
@@ -22,11 +24,11 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from links import asgi
-from links.clicks import ClickCounter, datetime_parameter
+from links.clicks import ClickCounter, datetime_parameter, journal_file
 from links.fastpath import DELEGATE, RedirectFastPath
-from links.models import ClickJournal, DailyClicks, Link, LinkClicks, LinkStatus, LinkTableVersion
+from links.models import ClickRollUp, DailyClicks, Link, LinkClicks, LinkStatus, LinkTableVersion
 from links.services import shorten_url, take_limited_click, update_link
-from tests.conftest import JOURNALS_CLICKS
+from tests.conftest import JOURNALS_CLICKS, failing_writes_to, journal_waiting
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -107,9 +109,9 @@ def test_on_sqlite_a_flush_journals_the_clicks_and_the_roll_up_adds_them_to_the_
     assert counter.flush() == 1
     gone.delete()
     # Not due: the counters are as they were, the journal holds one row per link and day.
-    assert (Link.objects.get(pk=counted.pk).clicks, ClickJournal.objects.count()) == (5, 3)
+    assert (Link.objects.get(pk=counted.pk).clicks, len(journal_waiting())) == (5, 3)
     counter.roll_up()
-    assert not ClickJournal.objects.exists()
+    assert journal_waiting() == []
     counted = Link.objects.get(pk=counted.pk)
     assert (counted.clicks, counted.last_clicked_at) == (8, midnight + timedelta(hours=2))
     assert counted.clicks_per_day() == [(date(2026, 12, 1), 2), (date(2026, 11, 30), 1)]
@@ -137,7 +139,7 @@ def test_a_worker_starting_rolls_up_what_a_killed_one_journaled(monkeypatch):
 
         async def send(message):
             if message["type"] == "lifespan.startup.complete":
-                journaled_when_started.append(await asyncio.to_thread(ClickJournal.objects.count))
+                journaled_when_started.append(len(await asyncio.to_thread(journal_waiting)))
                 await inbox.put({"type": "lifespan.shutdown"})
 
         await inbox.put({"type": "lifespan.startup"})
@@ -156,10 +158,78 @@ def test_a_limit_set_later_counts_the_clicks_still_in_the_journal():
         counter.record(link.pk)
     assert counter.flush() == 3
     update_link(link=link, max_clicks=4)
-    assert not ClickJournal.objects.exists()
+    assert journal_waiting() == []
     assert take_limited_click(link_id=link.pk)
     assert not take_limited_click(link_id=link.pk)  # 3 before the limit, and this one
     assert Link.objects.get(pk=link.pk).clicks == 4
+
+
+def journal_rows() -> list[int]:
+    """The ids of every row in the journal's file, rolled up or not."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT id FROM clicks.links_clickjournal ORDER BY id")
+        return [row_id for (row_id,) in cursor.fetchall()]
+
+
+@JOURNALS_CLICKS
+def test_a_flush_commits_to_the_journals_file_alone():
+    # What every worker's reader of the database sees change (PRAGMA
+    # data_version): a flush, none; a roll-up, one (links.clicks).
+    link, _ = shorten_url(url="https://example.com/journal-apart")
+    reader = sqlite3.connect(f"file:{connection.settings_dict['NAME']}?mode=ro", uri=True)
+    try:
+        (before,) = reader.execute("PRAGMA data_version").fetchone()
+        counter = ClickCounter(roll_up_interval=3600)
+        counter.record(link.pk)
+        assert counter.flush() == 1
+        assert journal_waiting() == [(link.pk, 1)]
+        assert reader.execute("PRAGMA data_version").fetchone() == (before,)
+        counter.roll_up()
+        assert reader.execute("PRAGMA data_version").fetchone() != (before,)
+    finally:
+        reader.close()
+    assert Link.objects.get(pk=link.pk).clicks == 1
+
+
+@JOURNALS_CLICKS
+def test_a_roll_up_stopped_before_deleting_its_rows_does_not_add_them_twice():
+    link, _ = shorten_url(url="https://example.com/journal-interrupted")
+    counter = ClickCounter(roll_up_interval=3600)
+    counter.record(link.pk)
+    counter.record(link.pk)
+    counter.flush()
+    # The counters commit, then the journal's file refuses the deletion.
+    with failing_writes_to("clicks.links_clickjournal", event="DELETE"):
+        counter.roll_up()
+    assert Link.objects.get(pk=link.pk).clicks == 2
+    assert (len(journal_rows()), journal_waiting()) == (1, [])
+    counter.record(link.pk)
+    counter.flush()
+    counter.roll_up()
+    link = Link.objects.get(pk=link.pk)
+    assert (link.clicks, link.clicks_per_day()) == (3, [(timezone.now().date(), 3)])
+    assert journal_rows() == []
+
+
+@JOURNALS_CLICKS
+def test_a_journal_file_made_anew_numbers_its_rows_on_from_the_last_rolled_up():
+    link, _ = shorten_url(url="https://example.com/journal-lost")
+    counter = ClickCounter(roll_up_interval=3600)
+    counter.record(link.pk)
+    counter.flush()
+    counter.roll_up()
+    rolled_up_to = ClickRollUp.objects.get().last_row
+    # The file lost (a volume restored from a replica of the database alone).
+    path = journal_file(connection)
+    connection.close()
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    counter.record(link.pk)
+    counter.flush()  # on a new connection, which makes the file again
+    assert path.exists()
+    assert journal_rows() == [rolled_up_to + 1]
+    counter.roll_up()
+    assert Link.objects.get(pk=link.pk).clicks == 2
 
 
 @JOURNALS_CLICKS
@@ -172,7 +242,7 @@ def test_a_roll_up_takes_every_process_journal_and_a_stop_rolls_up_its_own():
     counter = ClickCounter(roll_up_interval=3600)
     counter.record(link.pk)
     counter.shutdown()  # writes its tally and rolls up the journal, the other's rows too
-    assert not ClickJournal.objects.exists()
+    assert journal_waiting() == []
     assert Link.objects.get(pk=link.pk).clicks == 2
     # One that journaled nothing leaves the database alone at its stop.
     with CaptureQueriesContext(connection) as queries:
@@ -538,6 +608,41 @@ def test_migration_0004_keeps_days_in_the_counters_and_moves_them_back():
         (date(2026, 11, 29), 4),
     ]
     assert DailyClicks.objects.filter(day=date(2026, 11, 30)).get().count == 1
+
+
+def test_migration_0006_adds_what_the_journal_table_held_before_it_goes():
+    link, _ = shorten_url(url="https://example.com/old-journal")
+    LinkClicks.objects.create(link=link, clicks=2, latest_day=date(2026, 11, 29), latest_day_clicks=2)
+    executor = MigrationExecutor(connection)
+    executor.migrate([("links", "0005_click_journal")])
+    try:
+        # Left by a worker killed before its roll-up: two days, and a link deleted since.
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "INSERT INTO links_clickjournal (link_id, clicks, last_clicked_at, day, day_clicks) "
+                "VALUES (%s, 3, %s, %s, 3), (%s, 1, %s, %s, 1), (%s, 4, NULL, %s, 4)",
+                [
+                    link.pk,
+                    datetime(2026, 11, 29, 12, tzinfo=UTC),
+                    date(2026, 11, 29),
+                    link.pk,
+                    datetime(2026, 11, 30, 1, tzinfo=UTC),
+                    date(2026, 11, 30),
+                    link.pk + 1000,
+                    date(2026, 11, 30),
+                ],
+            )
+        executor.loader.build_graph()
+        executor.migrate([("links", "0006_click_journal_file_of_its_own")])
+        assert "links_clickjournal" not in connection.introspection.table_names()
+    finally:
+        executor.loader.build_graph()
+        executor.migrate(executor.loader.graph.leaf_nodes())
+        emit_post_migrate_signal(verbosity=0, interactive=False, db=connection.alias)
+    link = Link.objects.get(pk=link.pk)
+    assert (link.clicks, link.last_clicked_at) == (6, datetime(2026, 11, 30, 1, tzinfo=UTC))
+    assert link.clicks_per_day() == [(date(2026, 11, 30), 1), (date(2026, 11, 29), 5)]
+    assert list(LinkClicks.objects.values_list("link_id", flat=True)) == [link.pk]
 
 
 @pytest.mark.parametrize("time_zone", [None, "Europe/Paris"], ids=["UTC", "a zone with summer time"])

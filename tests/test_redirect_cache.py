@@ -35,9 +35,9 @@ from links.fastpath import (
     links_from_settings,
     wal_index_map,
 )
-from links.models import ClickJournal, DailyClicks, Link, LinkClicks, LinkStatus, LinkTableVersion
+from links.models import DailyClicks, Link, LinkClicks, LinkStatus, LinkTableVersion
 from links.services import mark_links_changed, shorten_url, update_link
-from tests.conftest import JOURNALS_CLICKS, ON_POSTGRES, site_env
+from tests.conftest import JOURNALS_CLICKS, ON_POSTGRES, failing_writes_to, journal_waiting, site_env
 from tests.project import PROJECT_DIR
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -107,35 +107,6 @@ def from_another_connection(sql: str, params: tuple = ()) -> None:
     else:
         with sqlite3.connect(database["NAME"]) as other:
             other.execute(sql.replace("%s", "?"), params)
-
-
-@contextmanager
-def failing_writes_to(table: str, when: str = "true", event: str = "UPDATE"):
-    """A real database error inside the writer's transaction, as a full disk or a
-    read-only file gives: every `event` (UPDATE or INSERT) on `table` aborts."""
-    if connection.vendor == "postgresql":
-        create = [
-            "CREATE FUNCTION fail_on_purpose() RETURNS trigger AS $$ "
-            "BEGIN RAISE EXCEPTION 'database or disk is full'; END $$ LANGUAGE plpgsql",
-            f"CREATE TRIGGER fail_on_purpose BEFORE {event} ON {table} FOR EACH ROW WHEN ({when}) "
-            "EXECUTE FUNCTION fail_on_purpose()",
-        ]
-        drop = [f"DROP TRIGGER fail_on_purpose ON {table}", "DROP FUNCTION fail_on_purpose()"]
-    else:
-        create = [
-            f"CREATE TRIGGER fail_on_purpose BEFORE {event} ON {table} WHEN {when} "
-            "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
-        ]
-        drop = ["DROP TRIGGER fail_on_purpose"]
-    with connection.cursor() as cursor:
-        for statement in create:
-            cursor.execute(statement)
-    try:
-        yield
-    finally:
-        with connection.cursor() as cursor:
-            for statement in drop:
-                cursor.execute(statement)
 
 
 @pytest.mark.parametrize(
@@ -597,10 +568,10 @@ def test_click_flush_keeps_the_tally_when_the_write_fails(link):
     counter = ClickCounter()
     for _ in range(3):
         counter.record(link.pk)
-    # What a flush inserts: on SQLite the journal's rows (models.ClickJournal),
+    # What a flush inserts: on SQLite the journal's rows (its file's, links.clicks),
     # on PostgreSQL the link's counters row (models.LinkClicks), at its first clicks.
     with failing_writes_to(
-        "links_clickjournal" if connection.vendor == "sqlite" else "links_linkclicks", event="INSERT"
+        "clicks.links_clickjournal" if connection.vendor == "sqlite" else "links_linkclicks", event="INSERT"
     ):
         assert counter.flush() == 0
     assert Link.objects.get(pk=link.pk).clicks == 0
@@ -618,9 +589,9 @@ def test_journaled_clicks_wait_for_the_next_roll_up_when_one_fails(link):
     with failing_writes_to("links_linkclicks", event="INSERT"):
         assert counter.flush() == 3  # journaled; the roll-up after it failed
     assert Link.objects.get(pk=link.pk).clicks == 0
-    assert ClickJournal.objects.get().day_clicks == 3
+    assert journal_waiting() == [(link.pk, 3)]
     assert counter.flush() == 0  # nothing new: the flusher's next turn rolls up again
-    assert not ClickJournal.objects.exists()
+    assert journal_waiting() == []
     link.refresh_from_db()
     assert (link.clicks, link.clicks_per_day()) == (3, [(timezone.now().date(), 3)])
 
