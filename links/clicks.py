@@ -7,8 +7,8 @@ when the process shuts down (ASGI lifespan shutdown, or interpreter exit).
 On SQLite the tally goes to a journal (a file of its own: attach_journal),
 which the same thread adds to the link counters every CLICK_ROLLUP_SECONDS
 and at shutdown, and links.asgi at a worker's start (what a worker killed
-before its roll-up left): the admin and the API show a click that much later. On PostgreSQL the
-flush adds to the counters itself (journals_clicks).
+before its roll-up left): the admin and the API show a click that much
+later. On PostgreSQL the flush adds to the counters itself (journals_clicks).
 
 What a crash can lose: the clicks of at most the last flush interval in the
 crashed worker process (SIGKILL, out-of-memory kill, power loss). A graceful
@@ -237,8 +237,8 @@ COUNTER_UPSERT = (
 # `clicks` (attach_journal). A commit in the database makes every reader of it
 # (the fast path's, in each worker) drop its pages and its map of the file;
 # a flush's commit now goes to the journal's file alone, so they see one a
-# roll-up instead of one a flush (docs/performance.md, 2026-11-30, fourth
-# session). No foreign key: an append reads no link row; the roll-up skips
+# roll-up instead of one a flush (docs/performance.md, "Session of
+# 2026-11-30, fourth"). No foreign key: an append reads no link row; the roll-up skips
 # links deleted since.
 JOURNAL_EXISTS = "SELECT 1 FROM clicks.sqlite_master WHERE name = 'links_clickjournal'"
 JOURNAL_TABLE = (
@@ -246,13 +246,17 @@ JOURNAL_TABLE = (
     "link_id bigint NOT NULL, clicks bigint NOT NULL, last_clicked_at datetime NULL, "
     "day date NOT NULL, day_clicks bigint NOT NULL)"
 )
-# A journal made anew (at a first start, or after its file was lost) numbers
-# its rows on from the last one rolled up, which a roll-up would skip.
+# The journal numbers its rows on from the last one rolled up, which a roll-up
+# skips: checked as a connection attaches it, for a journal made anew (a first
+# start, its file lost) or left behind the database (a backup of the database
+# restored, the journal's last commits lost with the power while the
+# database's were kept).
 ROLL_UP_TABLE_EXISTS = "SELECT 1 FROM main.sqlite_master WHERE name = 'links_clickrollup'"
-JOURNAL_NUMBERED_ON = (
-    "INSERT INTO clicks.sqlite_sequence (name, seq) "
-    "SELECT 'links_clickjournal', last_row FROM main.links_clickrollup WHERE id = 1"
+JOURNAL_NUMBERED_TO = (
+    "SELECT coalesce((SELECT seq FROM clicks.sqlite_sequence WHERE name = 'links_clickjournal'), 0)"
 )
+JOURNAL_NUMBERING_FORGOTTEN = "DELETE FROM clicks.sqlite_sequence WHERE name = 'links_clickjournal'"
+JOURNAL_NUMBERED_FROM = "INSERT INTO clicks.sqlite_sequence (name, seq) VALUES ('links_clickjournal', ?)"
 # A flush appends its batch in one statement, its rows read by SQLite from one
 # JSON array: pages in proportion to the batch, all at the end of one table,
 # and the interpreter lock let go once for the batch (executemany lets it go
@@ -272,7 +276,8 @@ JOURNAL_APPEND = (
 # table first, so a link clicked before costs no read of its wide row. The
 # rows rolled up are deleted from the journal once that has committed.
 JOURNAL_LAST_ROW = "SELECT max(id) FROM clicks.links_clickjournal"
-ROLLED_UP_TO = "SELECT last_row FROM links_clickrollup WHERE id = 1"
+# 0 with no row: none made yet, or a test's flush of the tables took it.
+ROLLED_UP_TO = "SELECT coalesce((SELECT last_row FROM links_clickrollup WHERE id = 1), 0)"
 JOURNAL_DAYS = "SELECT DISTINCT day FROM clicks.links_clickjournal WHERE id > %s AND id <= %s ORDER BY day"
 ROLL_UP_DAY = (
     f"INSERT INTO {COUNTER_COLUMNS} "  # noqa: S608 - constants
@@ -384,30 +389,46 @@ def attach_journal(sender, connection, **kwargs) -> None:
 
 def attach_journal_file(database: sqlite3.Connection, path: Path) -> None:
     """`path` attached to `database` (in autocommit) as the schema `clicks`,
-    its table made if need be."""
+    its table made if need be, numbering on from the last row rolled up."""
     database.execute("ATTACH DATABASE ? AS clicks", (str(path),))
-    database.execute("PRAGMA clicks.journal_mode = WAL")
     database.execute("PRAGMA clicks.synchronous = NORMAL")
-    if database.execute(JOURNAL_EXISTS).fetchone():
+    made = database.execute(JOURNAL_EXISTS).fetchone()
+    if made and _journal_numbered_on(database):
         return
+    if not made:
+        # Kept in the file: once, before the transaction (WAL cannot be set inside one).
+        database.execute("PRAGMA clicks.journal_mode = WAL")
     database.execute("BEGIN IMMEDIATE")
     try:
         if not database.execute(JOURNAL_EXISTS).fetchone():
             database.execute(JOURNAL_TABLE)
-            if database.execute(ROLL_UP_TABLE_EXISTS).fetchone():
-                database.execute(JOURNAL_NUMBERED_ON)
+        if not _journal_numbered_on(database):
+            (rolled_up_to,) = database.execute(ROLLED_UP_TO).fetchone()
+            database.execute(JOURNAL_NUMBERING_FORGOTTEN)
+            database.execute(JOURNAL_NUMBERED_FROM, (rolled_up_to,))
         database.execute("COMMIT")
     except BaseException:
-        database.execute("ROLLBACK")
+        if database.in_transaction:
+            database.execute("ROLLBACK")
         raise
+
+
+def _journal_numbered_on(database: sqlite3.Connection) -> bool:
+    """Whether the journal's next row comes after the last one rolled up
+    (before migration 0006 there is no such row: any number does)."""
+    if not database.execute(ROLL_UP_TABLE_EXISTS).fetchone():
+        return True
+    (rolled_up_to,) = database.execute(ROLLED_UP_TO).fetchone()
+    (numbered_to,) = database.execute(JOURNAL_NUMBERED_TO).fetchone()
+    return numbered_to >= rolled_up_to
 
 
 def _write_batch(batch: Tally) -> bool:
     """Whether the batch went to the journal, not to the counters."""
     rows = counter_rows(batch)
     if journals_clicks():
-        # One statement, its own transaction (outside a caller's), in the
-        # journal's file alone.
+        # One statement: in autocommit its own transaction, in the journal's
+        # file alone (inside a caller's transaction, part of it).
         with connection.cursor() as cursor:
             cursor.execute(JOURNAL_APPEND, [json.dumps(rows)])
         return True
@@ -427,7 +448,7 @@ def roll_up_journal() -> None:
         if last_row is None:
             return
         cursor.execute(ROLLED_UP_TO)
-        (rolled_up_to,) = cursor.fetchone() or (0,)
+        (rolled_up_to,) = cursor.fetchone()
         if last_row > rolled_up_to:
             cursor.execute(JOURNAL_DAYS, [rolled_up_to, last_row])
             for (day,) in cursor.fetchall():

@@ -55,9 +55,10 @@ MAX_URL_LENGTH = env.int("SHORTENER_MAX_URL_LENGTH", default=2048)
 # Seconds between writes of the clicks counted in memory (links/clicks.py): what a
 # crashed worker can lose at most.
 CLICK_FLUSH_SECONDS = env.float("SHORTENER_CLICK_FLUSH_SECONDS", default=1.0)
-# On SQLite a flush appends to a journal; each worker adds the journal to the
-# link counters at most this often (links/clicks.py): how late a click can be
-# in the admin and the API, with the flush's interval. 0: after every flush.
+# On SQLite a flush appends to a journal (a file beside the database); each
+# worker adds the journal to the link counters at most this often
+# (links/clicks.py): how late a click can be in the admin and the API, with
+# the flush's interval. 0: after every flush.
 CLICK_ROLLUP_SECONDS = env.float("SHORTENER_CLICK_ROLLUP_SECONDS", default=10.0)
 SITE_NAME = env.str("SHORTENER_SITE_NAME", default="Shortener")
 
@@ -130,8 +131,9 @@ DATABASE_URL = env.str("DATABASE_URL", default="")
 # A page read past the map is a system call and a copy, and a connection's page
 # cache is emptied at every commit by another, so at 1,000,000 links (a 190 MB
 # file) a 128 MB map cost four reads a redirect (docs/performance.md,
-# 2026-11-30, third session). Mapped pages are the kernel's page cache, shared
-# by every process, not memory of the workers' own.
+# 2026-11-30, third session). Its map is undone then too, which is why the
+# click journal has a file of its own (links/clicks.py). Mapped pages are the
+# kernel's page cache, shared by every process, not memory of the workers' own.
 SQLITE_MMAP_BYTES = 2**30
 if DATABASE_URL:
     DATABASES = {"default": env.db_url_config(DATABASE_URL)}

@@ -34,9 +34,16 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture(autouse=True)
-def version_row():
+def version_row(empty_click_journal):
     # The row migration 0002 makes; PostgreSQL's flush between tests truncates it.
     LinkTableVersion.objects.get_or_create(pk=1)
+
+
+def journal_rows() -> list[int]:
+    """The ids of every row in the journal's file, rolled up or not."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT id FROM clicks.links_clickjournal ORDER BY id")
+        return [row_id for (row_id,) in cursor.fetchall()]
 
 
 def link_columns() -> set[str]:
@@ -111,7 +118,7 @@ def test_on_sqlite_a_flush_journals_the_clicks_and_the_roll_up_adds_them_to_the_
     # Not due: the counters are as they were, the journal holds one row per link and day.
     assert (Link.objects.get(pk=counted.pk).clicks, len(journal_waiting())) == (5, 3)
     counter.roll_up()
-    assert journal_waiting() == []
+    assert (journal_waiting(), journal_rows()) == ([], [])
     counted = Link.objects.get(pk=counted.pk)
     assert (counted.clicks, counted.last_clicked_at) == (8, midnight + timedelta(hours=2))
     assert counted.clicks_per_day() == [(date(2026, 12, 1), 2), (date(2026, 11, 30), 1)]
@@ -158,17 +165,10 @@ def test_a_limit_set_later_counts_the_clicks_still_in_the_journal():
         counter.record(link.pk)
     assert counter.flush() == 3
     update_link(link=link, max_clicks=4)
-    assert journal_waiting() == []
+    assert (journal_waiting(), journal_rows()) == ([], [])
     assert take_limited_click(link_id=link.pk)
     assert not take_limited_click(link_id=link.pk)  # 3 before the limit, and this one
     assert Link.objects.get(pk=link.pk).clicks == 4
-
-
-def journal_rows() -> list[int]:
-    """The ids of every row in the journal's file, rolled up or not."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT id FROM clicks.links_clickjournal ORDER BY id")
-        return [row_id for (row_id,) in cursor.fetchall()]
 
 
 @JOURNALS_CLICKS
@@ -233,6 +233,20 @@ def test_a_journal_file_made_anew_numbers_its_rows_on_from_the_last_rolled_up():
 
 
 @JOURNALS_CLICKS
+def test_a_database_restored_ahead_of_its_journal_has_the_journal_number_on():
+    link, _ = shorten_url(url="https://example.com/journal-behind")
+    # A backup restored whose roll-ups had gone further than this journal's rows.
+    ClickRollUp.objects.update_or_create(pk=1, defaults={"last_row": 1_000_000})
+    connection.close()  # the site starts again: each connection attaches the journal
+    counter = ClickCounter(roll_up_interval=3600)
+    counter.record(link.pk)
+    counter.flush()
+    assert journal_rows() == [1_000_001]
+    counter.roll_up()
+    assert Link.objects.get(pk=link.pk).clicks == 1
+
+
+@JOURNALS_CLICKS
 def test_a_roll_up_takes_every_process_journal_and_a_stop_rolls_up_its_own():
     link, _ = shorten_url(url="https://example.com/journal-others")
     # A worker that crashed after its flush, before its roll-up.
@@ -242,7 +256,7 @@ def test_a_roll_up_takes_every_process_journal_and_a_stop_rolls_up_its_own():
     counter = ClickCounter(roll_up_interval=3600)
     counter.record(link.pk)
     counter.shutdown()  # writes its tally and rolls up the journal, the other's rows too
-    assert journal_waiting() == []
+    assert (journal_waiting(), journal_rows()) == ([], [])
     assert Link.objects.get(pk=link.pk).clicks == 2
     # One that journaled nothing leaves the database alone at its stop.
     with CaptureQueriesContext(connection) as queries:

@@ -582,7 +582,7 @@ def test_click_flush_keeps_the_tally_when_the_write_fails(link):
 
 
 @JOURNALS_CLICKS
-def test_journaled_clicks_wait_for_the_next_roll_up_when_one_fails(link):
+def test_journaled_clicks_wait_for_the_next_roll_up_when_one_fails(link, empty_click_journal):
     counter = ClickCounter(roll_up_interval=0)
     for _ in range(3):
         counter.record(link.pk)
