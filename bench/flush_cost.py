@@ -148,7 +148,7 @@ def journal_append_and_roll_up(db, counters, daily):
     (last_row,) = db.execute(JOURNAL_LAST_ROW).fetchone()
     (day,) = {day for day, _, _ in daily}
     db.execute("BEGIN IMMEDIATE")
-    (rolled_up_to,) = db.execute(ROLLED_UP_TO).fetchone() or (0,)
+    (rolled_up_to,) = db.execute(ROLLED_UP_TO).fetchone()
     db.execute(ROLL_UP_DAY.replace("%s", "?"), (rolled_up_to, last_row, day))
     db.execute(MARK_ROLLED_UP.replace("%s", "?"), (last_row,))
     db.execute("COMMIT")

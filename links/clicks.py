@@ -393,7 +393,7 @@ def attach_journal_file(database: sqlite3.Connection, path: Path) -> None:
     database.execute("ATTACH DATABASE ? AS clicks", (str(path),))
     database.execute("PRAGMA clicks.synchronous = NORMAL")
     made = database.execute(JOURNAL_EXISTS).fetchone()
-    if made and _journal_numbered_on(database):
+    if made and _numbering_behind(database) is None:
         return
     if not made:
         # Kept in the file: once, before the transaction (WAL cannot be set inside one).
@@ -402,8 +402,8 @@ def attach_journal_file(database: sqlite3.Connection, path: Path) -> None:
     try:
         if not database.execute(JOURNAL_EXISTS).fetchone():
             database.execute(JOURNAL_TABLE)
-        if not _journal_numbered_on(database):
-            (rolled_up_to,) = database.execute(ROLLED_UP_TO).fetchone()
+        rolled_up_to = _numbering_behind(database)
+        if rolled_up_to is not None:
             database.execute(JOURNAL_NUMBERING_FORGOTTEN)
             database.execute(JOURNAL_NUMBERED_FROM, (rolled_up_to,))
         database.execute("COMMIT")
@@ -413,14 +413,15 @@ def attach_journal_file(database: sqlite3.Connection, path: Path) -> None:
         raise
 
 
-def _journal_numbered_on(database: sqlite3.Connection) -> bool:
-    """Whether the journal's next row comes after the last one rolled up
-    (before migration 0006 there is no such row: any number does)."""
+def _numbering_behind(database: sqlite3.Connection) -> int | None:
+    """The last row rolled up when the journal's numbering is behind it (its
+    next row would be skipped), else None (before migration 0006 there is no
+    such row: any number does)."""
     if not database.execute(ROLL_UP_TABLE_EXISTS).fetchone():
-        return True
+        return None
     (rolled_up_to,) = database.execute(ROLLED_UP_TO).fetchone()
     (numbered_to,) = database.execute(JOURNAL_NUMBERED_TO).fetchone()
-    return numbered_to >= rolled_up_to
+    return rolled_up_to if numbered_to < rolled_up_to else None
 
 
 def _write_batch(batch: Tally) -> bool:
