@@ -24,7 +24,7 @@ setup_django(database=data / "bench.sqlite3")
 from django.core.management import call_command  # noqa: E402
 
 from bench.mixes import zipf_indices  # noqa: E402
-from links.fastpath import RedirectFastPath, links_from_settings  # noqa: E402
+from links.fastpath import RedirectFastPath  # noqa: E402
 
 
 class ClearWhenFull(RedirectFastPath):
@@ -36,7 +36,7 @@ class ClearWhenFull(RedirectFastPath):
 
 def measure(policy: type[RedirectFastPath], slugs: list[str], trace: list[int]) -> tuple[float, float]:
     """(hit rate, microseconds per lookup) over the trace, after a warm-up of its first half."""
-    fast_path = policy(links=links_from_settings())
+    fast_path = policy.from_settings()
     loop = asyncio.new_event_loop()
     try:
         half = len(trace) // 2

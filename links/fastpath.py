@@ -78,6 +78,12 @@ COMMON_HEADERS = (
 )
 # A full redirect cache drops its oldest-inserted 1/EVICTED_SHARE of entries.
 EVICTED_SHARE = 16
+# What a cached entry costs a worker besides its slug's and its Location's
+# characters, at most: the str and bytes objects' headers, the tuple, its number
+# and float (190 bytes on 64-bit CPython 3.11), and the entry's share of the
+# dict's table (40-70 bytes, up to 120 just after the table grows).
+# tests/test_redirect_cache.py checks it against sys.getsizeof.
+ENTRY_OVERHEAD_BYTES = 320
 # Hosts seen are remembered (allowed or not) up to this many.
 MAX_REMEMBERED_HOSTS = 1024
 
@@ -158,6 +164,11 @@ def _accept_header(scope) -> str | None:
 # tally's) and paused a worker for 55-125 ms at 1,000,000 links
 # (docs/performance.md, 2026-11-29, evening).
 CachedLink = tuple[int, bytes, float]
+
+
+def entry_bytes(slug: str, entry: CachedLink) -> int:
+    """What keeping `entry` under `slug` costs a worker's memory, near enough."""
+    return ENTRY_OVERHEAD_BYTES + len(slug) + len(entry[1])
 
 
 @dataclass(frozen=True, slots=True)
@@ -535,10 +546,13 @@ def links_from_settings() -> SQLiteLinks | PostgresLinks:
 
 
 class RedirectFastPath:
-    def __init__(self, *, links: SQLiteLinks | PostgresLinks, max_entries: int = 100_000):
+    def __init__(self, *, links: SQLiteLinks | PostgresLinks, max_bytes: int):
         self.links = links
-        self.max_entries = max_entries
+        # The cache is bounded by what it holds, not by a count of entries:
+        # Locations run from a few dozen characters to SHORTENER_MAX_URL_LENGTH.
+        self.max_bytes = max_bytes
         self._cache: dict[str, CachedLink] = {}
+        self._cached_bytes = 0
         # The links version the cache was filled under.
         self._version: int | None = None
         self._hosts: dict[bytes, bool] = {}
@@ -548,7 +562,7 @@ class RedirectFastPath:
 
     @classmethod
     def from_settings(cls) -> "RedirectFastPath":
-        return cls(links=links_from_settings())
+        return cls(links=links_from_settings(), max_bytes=settings.REDIRECT_CACHE_BYTES)
 
     def start(self) -> None:
         """Open the database (and on PostgreSQL start listening) before the first
@@ -607,15 +621,18 @@ class RedirectFastPath:
             # change was heard files its row under the older version; the next
             # cached answer asks the version first, and clears it.)
             self._file_under(version)
-        if len(self._cache) >= self.max_entries:
+        size = entry_bytes(miss.slug, entry)
+        while self._cache and self._cached_bytes + size > self.max_bytes:
             self._evict_oldest()
         self._cache[miss.slug] = entry
+        self._cached_bytes += size
         return entry
 
     def _file_under(self, version: int | None) -> None:
         """Start the cache afresh under `version`: nothing filed under another
         holds."""
         self._cache.clear()
+        self._cached_bytes = 0
         self._version = version
 
     def _database_failed(self) -> CachedLink:
@@ -654,9 +671,9 @@ class RedirectFastPath:
         time: deleting a dict's first key over and over leaves a run of dead
         slots that every later search for the first key walks again (measured
         in docs/performance.md, issue 15)."""
-        oldest = list(islice(self._cache, max(1, self.max_entries // EVICTED_SHARE)))
+        oldest = list(islice(self._cache, max(1, len(self._cache) // EVICTED_SHARE)))
         for slug in oldest:
-            del self._cache[slug]
+            self._cached_bytes -= entry_bytes(slug, self._cache.pop(slug))
 
     def host_allowed(self, host: bytes) -> bool:
         """Django's own rule (ALLOWED_HOSTS), remembered per Host value."""

@@ -25,6 +25,8 @@ from links import fastpath
 from links.clicks import ClickCounter
 from links.fastpath import (
     DELEGATE,
+    ENTRY_OVERHEAD_BYTES,
+    EVICTED_SHARE,
     FLOCK_FORMAT,
     LINK_QUERY,
     VERSION_POLL_SECONDS,
@@ -32,6 +34,7 @@ from links.fastpath import (
     WAL_INDEX_OPEN_LOCK_BYTE,
     RedirectFastPath,
     SQLiteLinks,
+    entry_bytes,
     links_from_settings,
     wal_index_map,
 )
@@ -242,9 +245,11 @@ def test_hosts_django_refuses_are_refused_by_the_fast_path_too(fast_path, link):
 
 
 def test_a_full_cache_drops_only_its_oldest_entries():
-    fast_path = RedirectFastPath(links=links_from_settings(), max_entries=32)
+    # Slugs and URLs of one length: the bound holds exactly 32 entries.
+    entry_size = entry_bytes("evict-00", (0, b"https://example.com/evict/00", 0.0))
+    fast_path = RedirectFastPath(links=links_from_settings(), max_bytes=32 * entry_size)
     slugs = [
-        shorten_url(url=f"https://example.com/evict/{i}", slug=f"evict-{i:02}")[0].slug for i in range(34)
+        shorten_url(url=f"https://example.com/evict/{i:02}", slug=f"evict-{i:02}")[0].slug for i in range(34)
     ]
     try:
         for slug in slugs[:32]:
@@ -259,6 +264,40 @@ def test_a_full_cache_drops_only_its_oldest_entries():
         fast_path.links.load = None
         locations = [location_of(lookup(fast_path, slug)) for slug in slugs[2:]]
         assert all(location.startswith(b"https://example.com/evict/") for location in locations)
+    finally:
+        fast_path.close()
+
+
+def memory_held(cache: dict) -> int:
+    """What a cache's dict and every object in its entries take, by CPython's own account."""
+    return sys.getsizeof(cache) + sum(
+        sys.getsizeof(slug) + sys.getsizeof(entry) + sum(sys.getsizeof(part) for part in entry)
+        for slug, entry in cache.items()
+    )
+
+
+@pytest.mark.parametrize("path_length", [10, 2000], ids=["short URLs", "URLs of 2,000 characters"])
+def test_a_full_cache_holds_no_more_memory_than_its_bound(path_length):
+    # The bound is on memory, not on a count of entries: 64 KiB is about 240
+    # short links or 30 of the longest, and never 64 KiB more than that.
+    bound = 64 * 1024
+    fast_path = RedirectFastPath(links=links_from_settings(), max_bytes=bound)
+    path = "p" * (path_length - 5)
+    slugs = [
+        shorten_url(url=f"https://example.com/{path}{i:05}", slug=f"bound-{i:03}")[0].slug
+        for i in range(2 * bound // (ENTRY_OVERHEAD_BYTES + path_length))
+    ]
+    try:
+        for slug in slugs:
+            lookup(fast_path, slug)
+        held = memory_held(fast_path._cache)
+        accounted = sum(entry_bytes(slug, entry) for slug, entry in fast_path._cache.items())
+        assert fast_path._cached_bytes == accounted
+        # Each entry's estimate covers what it really takes, the dict's table included...
+        assert held <= accounted <= bound
+        # ...and a full cache stays nearly full: it drops only its oldest entries.
+        assert accounted > bound * (1 - 2 / EVICTED_SHARE)
+        assert slugs[-1] in fast_path._cache and slugs[0] not in fast_path._cache
     finally:
         fast_path.close()
 
