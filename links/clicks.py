@@ -1,7 +1,7 @@
 """Click counting off the request path.
 
 A redirect only adds to an in-memory tally; a background thread writes the
-tally to the database about once a second, in one transaction, and once more
+tally to the database every CLICK_FLUSH_SECONDS, in one transaction, and once more
 when the process shuts down (ASGI lifespan shutdown, or interpreter exit).
 
 On SQLite the tally goes to a journal (a file of its own: attach_journal),
