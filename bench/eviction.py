@@ -31,7 +31,7 @@ class ClearWhenFull(RedirectFastPath):
     """The policy before issue 15: a full cache was cleared entirely."""
 
     def _evict_oldest(self) -> None:
-        self._cache.clear()
+        self._file_under(self._version)
 
 
 def measure(policy: type[RedirectFastPath], slugs: list[str], trace: list[int]) -> tuple[float, float]:

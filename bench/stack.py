@@ -70,7 +70,8 @@ class BenchStack:
             self.stack = Stack(directory=directory, project=PROJECTS[kind])
         settings |= dict(setting.split("=", 1) for setting in extra_env)
         self.stack.write_env(**settings)
-        # How long a click can wait in a worker and then in the journal (settled_clicks).
+        # How long a click can wait in a worker and then in the journal (settled_clicks);
+        # without a flush interval set, 1 s covers the site's default (0.1 s) with room.
         self.click_delay_seconds = float(settings["SHORTENER_CLICK_ROLLUP_SECONDS"]) + float(
             settings.get("SHORTENER_CLICK_FLUSH_SECONDS", "1")
         )

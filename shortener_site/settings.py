@@ -51,9 +51,10 @@ PUBLIC_BASE_URL = env.str("PUBLIC_BASE_URL", default="").rstrip("/")
 REDIRECT_FAST_PATH = env.bool("SHORTENER_REDIRECT_FAST_PATH", default=True)
 # The most each worker's redirect cache holds (its oldest entries make room). A
 # miss reads the database through its memory map, the kernel's page cache that
-# every worker shares, at 6-8 µs. 8 MiB holds about 23,000 short links or 3,500
+# every worker shares, at 6-8 µs. 8 MiB holds about 25,000 short links or 3,500
 # of the longest; a bound of 100,000 entries measured no faster while it held
 # 24 MiB more a worker at 1,000,000 links (docs/performance.md, 2026-11-30, fifth).
+# 0 turns the cache off.
 REDIRECT_CACHE_BYTES = int(env.float("SHORTENER_REDIRECT_CACHE_MIB", default=8) * 2**20)
 
 SLUG_LENGTH = env.int("SHORTENER_SLUG_LENGTH", default=7)

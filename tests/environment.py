@@ -16,7 +16,8 @@ os.environ.setdefault("DJANGO_STATIC_ROOT", tempfile.mkdtemp(prefix="shortener-s
 os.environ.setdefault("SHORTENER_ANON_CREATE_RATE", "100000/min")
 # In-process tests flush clicks themselves (click_counter.flush()); a background
 # flush on a connection of its own could not see their uncommitted links.
-# Live sites (tests/conftest.py's site_env) flush every second, as in production.
+# Live sites (tests/conftest.py's site_env) flush every second (production: 0.1 s),
+# which their waits for clicks allow for.
 # Journaled clicks (SQLite) are rolled into the counters at every flush, in
 # live sites too (tests/test_clicks.py tests the roll-up's interval and start).
 os.environ.setdefault("SHORTENER_CLICK_FLUSH_SECONDS", "3600")

@@ -32,6 +32,7 @@ from links.fastpath import (
     VERSION_POLL_SECONDS,
     VERSION_QUERY,
     WAL_INDEX_OPEN_LOCK_BYTE,
+    Miss,
     RedirectFastPath,
     SQLiteLinks,
     entry_bytes,
@@ -278,8 +279,8 @@ def memory_held(cache: dict) -> int:
 
 @pytest.mark.parametrize("path_length", [10, 2000], ids=["short URLs", "URLs of 2,000 characters"])
 def test_a_full_cache_holds_no_more_memory_than_its_bound(path_length):
-    # The bound is on memory, not on a count of entries: 64 KiB is about 240
-    # short links or 30 of the longest, and never 64 KiB more than that.
+    # The bound is on memory, not on a count of entries: 64 KiB holds about
+    # 200 short links or 28 of 2,000 characters.
     bound = 64 * 1024
     fast_path = RedirectFastPath(links=links_from_settings(), max_bytes=bound)
     path = "p" * (path_length - 5)
@@ -300,6 +301,27 @@ def test_a_full_cache_holds_no_more_memory_than_its_bound(path_length):
         assert slugs[-1] in fast_path._cache and slugs[0] not in fast_path._cache
     finally:
         fast_path.close()
+
+
+def test_a_cache_of_no_bytes_keeps_nothing_and_still_answers(link):
+    fast_path = RedirectFastPath(links=links_from_settings(), max_bytes=0)
+    try:
+        for _ in range(2):
+            assert location_of(lookup(fast_path, link.slug)) == URL.encode()
+        assert fast_path._cache == {} and fast_path._cached_bytes == 0
+    finally:
+        fast_path.close()
+
+
+def test_a_link_read_twice_at_once_is_counted_once(fast_path, link):
+    # On PostgreSQL two requests for one slug can both miss, both be read in a
+    # thread, and both be remembered.
+    miss = Miss(slug=link.slug)
+    version, row = fast_path.links.load(link.slug)
+    for _ in range(2):
+        fast_path._remember(miss, version, row)
+    assert list(fast_path._cache) == [link.slug]
+    assert fast_path._cached_bytes == entry_bytes(link.slug, fast_path._cache[link.slug])
 
 
 def test_a_full_cache_gives_the_cyclic_collector_nothing_to_walk(fast_path):

@@ -119,7 +119,7 @@ def link(stack: ScaleStack, slug: str) -> dict:
 
 
 def wait_for_clicks(stack: ScaleStack, slug: str, expected: int, timeout: float = 15) -> int:
-    """Clicks are written about once a second by each worker: wait for them to settle."""
+    """Clicks are written by each worker every SHORTENER_CLICK_FLUSH_SECONDS: wait for them to settle."""
     deadline = time.monotonic() + timeout
     while True:
         clicks = link(stack, slug)["clicks"]
