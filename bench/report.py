@@ -121,6 +121,20 @@ def side_by_side(single: dict | None, scale: dict | None) -> str:
     return "\n".join(lines)
 
 
+def machine_note(results: dict) -> str:
+    """What else the machine was doing: its busy share with the stack idle, and
+    the processes of its own stopped while wrk measured (bench/machine.py)."""
+    if "machine_busy_idle" not in results:
+        return "The machine's load with the stack idle was not measured in this run."
+    paused = results.get("paused_while_measuring") or []
+    stopped = (
+        "stopped while wrk measured: " + "; ".join(f"`{command}`" for command in paused)
+        if paused
+        else "no process of the machine's own stopped while wrk measured"
+    )
+    return f"The machine was {results['machine_busy_idle']:.1%} busy with the stack idle ({stopped})."
+
+
 def report(results: dict, chart_name: str, *, other: dict | None = None) -> str:
     """One stack's page; `other` is the other stack's latest results (the side-by-side table)."""
     clicks = results["clicks"]
@@ -136,6 +150,7 @@ def report(results: dict, chart_name: str, *, other: dict | None = None) -> str:
         f"Command: `{results['command']}`. Stack: `{' + '.join(results['compose_files'])}`, "
         f"{setup(results)}, fast path {'on' if results['fast_path'] else 'off'}, {results['links']} links "
         "seeded through the API.",
+        machine_note(results),
         "",
         table(results),
         "",

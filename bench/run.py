@@ -36,6 +36,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -45,6 +46,7 @@ sys.path.insert(0, str(BENCH_DIR.parent))
 # The project folder is on the path only now.
 from bench import memory  # noqa: E402
 from bench.chart import chart  # noqa: E402
+from bench.machine import busy_share, command_line, processes_paused  # noqa: E402
 from bench.mixes import write_slugs, write_zipf_slugs  # noqa: E402
 from bench.profile import profile_app_worker, summarize_profile  # noqa: E402
 from bench.report import REPORT_NAMES, table, write_reports  # noqa: E402
@@ -63,9 +65,11 @@ REST_SECONDS = 3
 class Runs:
     """The measured steps against one stack."""
 
-    def __init__(self, bench: BenchStack, *, rounds: int):
+    def __init__(self, bench: BenchStack, *, rounds: int, pause: Sequence[int] = ()):
         self.bench = bench
         self.rounds = rounds
+        # Processes of the machine's own, stopped while wrk measures (bench/machine.py).
+        self.pause = tuple(pause)
         # Every redirect run since the clicks were last settled: what they
         # completed is checked against the clicks stored.
         self.counted: list[WrkResult] = []
@@ -100,13 +104,20 @@ class Runs:
             seconds=seconds,
             script="redirect.lua",
             env={"SLUGS_FILE": str(slugs_file), "SLUGS_ORDER": "sequence" if sequence else "random"},
+            pause=self.pause,
         )
         self.counted.append(result)
         return result
 
     def baseline(self, *, connections: int, seconds: float) -> WrkResult:
         time.sleep(REST_SECONDS)
-        return wrk("nginx static 308", self.bench.baseline_url, connections=connections, seconds=seconds)
+        return wrk(
+            "nginx static 308",
+            self.bench.baseline_url,
+            connections=connections,
+            seconds=seconds,
+            pause=self.pause,
+        )
 
     def create(self, api_key: str, *, seconds: float, name: str = "stack create (POST /)") -> WrkResult:
         return wrk(
@@ -116,6 +127,7 @@ class Runs:
             seconds=seconds,
             script="create.lua",
             env={"API_KEY": api_key},
+            pause=self.pause,
         )
 
     def start_profile(self, seconds: float, output: Path):
@@ -144,6 +156,7 @@ def run(args) -> dict:
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
         "runs": [],
         "sweep": [],
+        "paused_while_measuring": [command_line(pid) for pid in args.pause],
     }
     with tempfile.TemporaryDirectory(prefix="shortener-bench-") as tmp:
         bench = BenchStack(
@@ -154,7 +167,7 @@ def run(args) -> dict:
             fast_path=not args.no_fast_path,
             extra_env=args.env,
         )
-        runs = Runs(bench, rounds=rounds)
+        runs = Runs(bench, rounds=rounds, pause=args.pause)
         results["compose_files"] = bench.compose_files
         try:
             bench.up()
@@ -166,6 +179,10 @@ def run(args) -> dict:
             runs.redirects(slugs_file, connections=16, seconds=min(2, seconds), name="warm-up")
             clicks_before = bench.settled_clicks()  # the warm-up's clicks in the database first
             runs.counted.clear()
+            # What else keeps the machine busy, the stack idle (as wrk measures: paused what it pauses).
+            with processes_paused(args.pause):
+                results["machine_busy_idle"] = busy_share(3)
+            log(f"machine busy with the stack idle: {results['machine_busy_idle']:.1%}")
 
             baseline, redirect, zipf = runs.redirect_rounds(
                 slugs_file, zipf_file, seconds=seconds, names=("stack redirect", "stack redirect, Zipf")
@@ -318,6 +335,15 @@ def main() -> int:
         default=[],
         metavar="NAME=VALUE",
         help="an extra setting for the stack's .env (repeatable)",
+    )
+    parser.add_argument(
+        "--pause",
+        type=int,
+        action="append",
+        default=[],
+        metavar="PID",
+        help="a process of the machine's own (not the stack's) to stop while wrk measures and continue "
+        "after, such as the container sandbox's health-check loop (repeatable; bench/machine.py)",
     )
     parser.add_argument(
         "--output", type=Path, help="folder for results (default docs/, or bench/results/ with --smoke)"

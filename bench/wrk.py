@@ -5,9 +5,12 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from statistics import median
+
+from bench.machine import processes_paused
 
 BENCH_DIR = Path(__file__).resolve().parent
 
@@ -55,8 +58,10 @@ def wrk(
     seconds: float,
     script: str = "static.lua",
     env: dict | None = None,
+    pause: Sequence[int] = (),
 ) -> WrkResult:
-    """`script` is one of bench/'s Lua scripts; each loads report.lua's done()."""
+    """`script` is one of bench/'s Lua scripts; each loads report.lua's done().
+    The processes `pause` names are stopped while wrk runs (bench/machine.py)."""
     with tempfile.TemporaryDirectory(prefix="wrk-") as tmp:
         report = Path(tmp) / "report.json"
         command = [
@@ -73,12 +78,13 @@ def wrk(
             str(BENCH_DIR / script),
             url,
         ]
-        completed = subprocess.run(
-            command,
-            capture_output=True,
-            text=True,
-            env={**os.environ, **(env or {}), "WRK_REPORT": str(report)},
-        )
+        with processes_paused(pause):
+            completed = subprocess.run(
+                command,
+                capture_output=True,
+                text=True,
+                env={**os.environ, **(env or {}), "WRK_REPORT": str(report)},
+            )
         if completed.returncode != 0 or not report.exists():
             raise RuntimeError(
                 f"wrk {name!r} failed ({completed.returncode}): {completed.stderr or completed.stdout}"

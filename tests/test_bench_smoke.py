@@ -5,15 +5,18 @@ Timings are reported, never asserted."""
 
 import argparse
 import json
+import os
 import random
 import shutil
 import subprocess
 import sys
 from collections import Counter
 from dataclasses import asdict
+from pathlib import Path
 
 import pytest
 
+from bench.machine import busy_share, processes_paused
 from bench.memory import parse_mem_usage
 from bench.mixes import zipf_indices
 from bench.profile import summarize_profile
@@ -41,11 +44,16 @@ def smoke(tmp_path_factory):
         pytest.skip("wrk is not installed (apt-get install wrk)")
     output = tmp_path_factory.mktemp("bench")
     runs = {}
+    # A process of the machine's own for the run to stop while wrk measures (--pause).
+    bystander = subprocess.Popen(["sleep", "3600"])
 
     def run(stack: str):
         if stack not in runs:
             result = subprocess.run(
-                [sys.executable, "bench/run.py", "--smoke", "--stack", stack, "--output", str(output)],
+                [
+                    *(sys.executable, "bench/run.py", "--smoke", "--stack", stack),
+                    *("--output", str(output), "--pause", str(bystander.pid)),
+                ],
                 cwd=PROJECT_DIR,
                 capture_output=True,
                 text=True,
@@ -53,9 +61,19 @@ def smoke(tmp_path_factory):
             )
             assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
             runs[stack] = json.loads((output / f"{REPORT_NAMES[stack]}.json").read_text())
+            # Continued after the run: running or sleeping, not stopped.
+            assert process_state(bystander.pid) in "RS"
         return output, runs[stack]
 
-    return run
+    yield run
+    bystander.kill()
+    bystander.wait()
+
+
+def process_state(pid: int) -> str:
+    """R, S, T (stopped)…: /proc/PID/stat's third field."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat[stat.rindex(")") + 2]
 
 
 @pytest.mark.stack
@@ -93,6 +111,13 @@ def test_benchmark_harness_smoke_run(smoke, stack):
     )
     assert f"Memory of the whole stack ({MEMORY_OF[stack]}) under the redirect load" in report
     assert f"`{results['command']}`" in report and f"--stack {stack}" in results["command"]
+    # The machine's own load, and the process stopped while wrk measured.
+    assert 0 <= results["machine_busy_idle"] <= 1
+    assert results["paused_while_measuring"] == ["sleep 3600"]
+    assert (
+        f"The machine was {results['machine_busy_idle']:.1%} busy with the stack idle "
+        "(stopped while wrk measured: `sleep 3600`)." in report
+    )
     # The stack and the baseline container are gone.
     for label in (f"com.docker.compose.project={PROJECTS[stack]}", f"{BASELINE_LABEL}={PROJECTS[stack]}"):
         left = subprocess.run(
@@ -246,3 +271,33 @@ def test_rounds_are_an_odd_number(rounds):
     with pytest.raises(argparse.ArgumentTypeError):
         odd_count(rounds)
     assert odd_count("1") == 1 and odd_count("5") == 5
+
+
+def test_paused_processes_are_stopped_in_the_block_and_continued_after_even_when_it_fails():
+    sleeper = subprocess.Popen(["sleep", "60"])
+    gone = subprocess.Popen(["sleep", "60"])
+    try:
+        with pytest.raises(RuntimeError), processes_paused([sleeper.pid, gone.pid]):
+            assert process_state(sleeper.pid) == "T"
+            # One that exits while stopped is let be when the others continue.
+            gone.kill()
+            gone.wait()
+            raise RuntimeError("the measured step failed")
+        assert process_state(sleeper.pid) in "RS"
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_the_machines_busy_share_counts_a_process_spinning_on_a_cpu():
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        spinning = busy_share(1)
+        with processes_paused([spinner.pid]):
+            stopped = busy_share(1)
+    finally:
+        spinner.kill()
+        spinner.wait()
+    # One CPU of os.cpu_count() kept busy, then none.
+    assert spinning >= 0.8 / os.cpu_count()
+    assert 0 <= stopped < spinning
