@@ -122,17 +122,18 @@ def side_by_side(single: dict | None, scale: dict | None) -> str:
 
 
 def machine_note(results: dict) -> str:
-    """What else the machine was doing: its busy share with the stack idle, and
-    the processes of its own stopped while wrk measured (bench/machine.py)."""
-    if "machine_busy_idle" not in results:
+    """What else the machine was doing while wrk measured: its busy share with
+    the stack idle and the processes of its own stopped then (bench/machine.py)."""
+    if "busy_share_stack_idle" not in results:
         return "The machine's load with the stack idle was not measured in this run."
     paused = results.get("paused_while_measuring") or []
     stopped = (
-        "stopped while wrk measured: " + "; ".join(f"`{command}`" for command in paused)
+        " and these processes stopped, as they were while wrk measured: "
+        + "; ".join(f"`{command}`" for command in paused)
         if paused
-        else "no process of the machine's own stopped while wrk measured"
+        else " (no process of the machine's own stopped while wrk measured)"
     )
-    return f"The machine was {results['machine_busy_idle']:.1%} busy with the stack idle ({stopped})."
+    return f"The machine was {results['busy_share_stack_idle']:.1%} busy with the stack idle{stopped}."
 
 
 def report(results: dict, chart_name: str, *, other: dict | None = None) -> str:

@@ -33,6 +33,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -46,7 +47,7 @@ sys.path.insert(0, str(BENCH_DIR.parent))
 # The project folder is on the path only now.
 from bench import memory  # noqa: E402
 from bench.chart import chart  # noqa: E402
-from bench.machine import busy_share, command_line, processes_paused  # noqa: E402
+from bench.machine import busy_share, check_signalable, command_line, processes_paused  # noqa: E402
 from bench.mixes import write_slugs, write_zipf_slugs  # noqa: E402
 from bench.profile import profile_app_worker, summarize_profile  # noqa: E402
 from bench.report import REPORT_NAMES, table, write_reports  # noqa: E402
@@ -96,38 +97,34 @@ class Runs:
             lambda: self.redirects(zipf, connections=64, seconds=seconds, name=names[1], sequence=True),
         )
 
+    def _wrk(self, name: str, url: str, **options) -> WrkResult:
+        return wrk(name, url, pause=self.pause, **options)
+
     def redirects(self, slugs_file: Path, *, connections: int, seconds: float, name: str, sequence=False):
-        result = wrk(
+        result = self._wrk(
             name,
             self.bench.base_url,
             connections=connections,
             seconds=seconds,
             script="redirect.lua",
             env={"SLUGS_FILE": str(slugs_file), "SLUGS_ORDER": "sequence" if sequence else "random"},
-            pause=self.pause,
         )
         self.counted.append(result)
         return result
 
     def baseline(self, *, connections: int, seconds: float) -> WrkResult:
         time.sleep(REST_SECONDS)
-        return wrk(
-            "nginx static 308",
-            self.bench.baseline_url,
-            connections=connections,
-            seconds=seconds,
-            pause=self.pause,
-        )
+        url = self.bench.baseline_url
+        return self._wrk("nginx static 308", url, connections=connections, seconds=seconds)
 
     def create(self, api_key: str, *, seconds: float, name: str = "stack create (POST /)") -> WrkResult:
-        return wrk(
+        return self._wrk(
             name,
             self.bench.base_url,
             connections=16,
             seconds=seconds,
             script="create.lua",
             env={"API_KEY": api_key},
-            pause=self.pause,
         )
 
     def start_profile(self, seconds: float, output: Path):
@@ -179,10 +176,11 @@ def run(args) -> dict:
             runs.redirects(slugs_file, connections=16, seconds=min(2, seconds), name="warm-up")
             clicks_before = bench.settled_clicks()  # the warm-up's clicks in the database first
             runs.counted.clear()
-            # What else keeps the machine busy, the stack idle (as wrk measures: paused what it pauses).
+            # The load the measured runs share the cores with: the stack idle,
+            # and the --pause processes stopped as they are while wrk runs.
             with processes_paused(args.pause):
-                results["machine_busy_idle"] = busy_share(3)
-            log(f"machine busy with the stack idle: {results['machine_busy_idle']:.1%}")
+                results["busy_share_stack_idle"] = busy_share(3)
+            log(f"machine busy with the stack idle: {results['busy_share_stack_idle']:.1%}")
 
             baseline, redirect, zipf = runs.redirect_rounds(
                 slugs_file, zipf_file, seconds=seconds, names=("stack redirect", "stack redirect, Zipf")
@@ -349,6 +347,17 @@ def main() -> int:
         "--output", type=Path, help="folder for results (default docs/, or bench/results/ with --smoke)"
     )
     args = parser.parse_args()
+    for pid in args.pause:
+        try:
+            check_signalable(pid)
+        except OSError as error:
+            parser.error(f"--pause {pid}: {error}")
+    if args.pause:
+        # A run stopped by SIGTERM or SIGHUP exits through its finally blocks,
+        # which continue the paused processes (SIGKILL cannot: kill -CONT them).
+        for stop in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(stop, lambda number, frame: sys.exit(128 + number))
+        log(f"stopping while wrk measures: {', '.join(map(str, args.pause))}")
     if args.workers is None:
         # Two cores: the single box's two workers, or one per replica beside PostgreSQL and Redis.
         args.workers = 2 if args.stack == "prod" else 1

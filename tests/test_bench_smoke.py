@@ -10,13 +10,15 @@ import random
 import shutil
 import subprocess
 import sys
+import threading
+import time
 from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 
-from bench.machine import busy_share, processes_paused
+from bench.machine import busy_between, busy_share, cpu_times, processes_paused
 from bench.memory import parse_mem_usage
 from bench.mixes import zipf_indices
 from bench.profile import summarize_profile
@@ -49,19 +51,19 @@ def smoke(tmp_path_factory):
 
     def run(stack: str):
         if stack not in runs:
-            result = subprocess.run(
-                [
-                    *(sys.executable, "bench/run.py", "--smoke", "--stack", stack),
-                    *("--output", str(output), "--pause", str(bystander.pid)),
-                ],
-                cwd=PROJECT_DIR,
-                capture_output=True,
-                text=True,
-                timeout=900,
-            )
+            command = [sys.executable, "bench/run.py", "--smoke", "--stack", stack, "--output", str(output)]
+            with StateWatch(bystander.pid) as watch:
+                result = subprocess.run(
+                    [*command, "--pause", str(bystander.pid)],
+                    cwd=PROJECT_DIR,
+                    capture_output=True,
+                    text=True,
+                    timeout=900,
+                )
             assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
             runs[stack] = json.loads((output / f"{REPORT_NAMES[stack]}.json").read_text())
-            # Continued after the run: running or sleeping, not stopped.
+            # Stopped while wrk measured, and continued after: running or sleeping.
+            assert "T" in watch.seen
             assert process_state(bystander.pid) in "RS"
         return output, runs[stack]
 
@@ -74,6 +76,37 @@ def process_state(pid: int) -> str:
     """R, S, T (stopped)…: /proc/PID/stat's third field."""
     stat = Path(f"/proc/{pid}/stat").read_text()
     return stat[stat.rindex(")") + 2]
+
+
+def state_within(pid: int, states: str, *, seconds: float = 5) -> str:
+    """The process's state once it is one of `states` (a signal is delivered
+    asynchronously), or its last state after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while (state := process_state(pid)) not in states and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return state
+
+
+class StateWatch:
+    """Every state a process is seen in, polled every 20 ms for the block."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        self.seen: set[str] = set()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def _watch(self) -> None:
+        while not self._done.wait(0.02):
+            self.seen.add(process_state(self.pid))
+
+    def __enter__(self) -> "StateWatch":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._done.set()
+        self._thread.join()
 
 
 @pytest.mark.stack
@@ -112,11 +145,11 @@ def test_benchmark_harness_smoke_run(smoke, stack):
     assert f"Memory of the whole stack ({MEMORY_OF[stack]}) under the redirect load" in report
     assert f"`{results['command']}`" in report and f"--stack {stack}" in results["command"]
     # The machine's own load, and the process stopped while wrk measured.
-    assert 0 <= results["machine_busy_idle"] <= 1
+    assert 0 <= results["busy_share_stack_idle"] <= 1
     assert results["paused_while_measuring"] == ["sleep 3600"]
     assert (
-        f"The machine was {results['machine_busy_idle']:.1%} busy with the stack idle "
-        "(stopped while wrk measured: `sleep 3600`)." in report
+        f"The machine was {results['busy_share_stack_idle']:.1%} busy with the stack idle and these "
+        "processes stopped, as they were while wrk measured: `sleep 3600`." in report
     )
     # The stack and the baseline container are gone.
     for label in (f"com.docker.compose.project={PROJECTS[stack]}", f"{BASELINE_LABEL}={PROJECTS[stack]}"):
@@ -278,26 +311,53 @@ def test_paused_processes_are_stopped_in_the_block_and_continued_after_even_when
     gone = subprocess.Popen(["sleep", "60"])
     try:
         with pytest.raises(RuntimeError), processes_paused([sleeper.pid, gone.pid]):
-            assert process_state(sleeper.pid) == "T"
+            assert state_within(sleeper.pid, "T") == "T"
             # One that exits while stopped is let be when the others continue.
             gone.kill()
             gone.wait()
             raise RuntimeError("the measured step failed")
-        assert process_state(sleeper.pid) in "RS"
+        assert state_within(sleeper.pid, "RS") in "RS"
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+def test_a_run_refuses_a_process_it_cannot_pause_before_it_starts_a_stack():
+    gone = subprocess.Popen(["sleep", "60"])
+    gone.kill()
+    gone.wait()
+    result = subprocess.run(
+        [sys.executable, "bench/run.py", "--smoke", "--pause", str(gone.pid)],
+        cwd=PROJECT_DIR,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert f"--pause {gone.pid}: " in result.stderr
+    assert "[bench] building" not in result.stderr
+
+
+# Two /proc/stat first lines 2 s apart on 2 CPUs (400 ticks): user nice system
+# idle iowait irq softirq steal guest guest_nice.
+STAT_BEFORE = "cpu  1000 0 500 8000 100 0 50 0 300 0\ncpu0 …"
+STAT_AFTER = "cpu  1100 0 540 8230 120 0 60 0 330 0\ncpu0 …"
+
+
+def test_the_busy_share_is_the_time_not_idle_nor_waiting_and_guests_are_not_counted_twice():
+    before, after = cpu_times(STAT_BEFORE), cpu_times(STAT_AFTER)
+    # 100 user + 40 system + 10 softirq busy, of 400 with 230 idle and 20 waiting for I/O
+    # (the guest's 30 are in user already).
+    assert busy_between(before, after) == pytest.approx(150 / 400)
+    assert busy_between(before, before) == 0
 
 
 def test_the_machines_busy_share_counts_a_process_spinning_on_a_cpu():
     spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
         spinning = busy_share(1)
-        with processes_paused([spinner.pid]):
-            stopped = busy_share(1)
     finally:
         spinner.kill()
         spinner.wait()
-    # One CPU of os.cpu_count() kept busy, then none.
+    # At least one CPU of os.cpu_count() kept busy.
     assert spinning >= 0.8 / os.cpu_count()
-    assert 0 <= stopped < spinning
