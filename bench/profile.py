@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bench.machine import command_line
 from bench.wrk import log
 
 # Leaves where a thread waits rather than works. `_worker` of concurrent.futures is an
@@ -36,8 +37,7 @@ def profile_app_worker(app_container: str, seconds: float, output: Path) -> subp
     workers = [
         pid
         for pid in children
-        if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
-        and b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes()
+        if "spawn_main" in (line := command_line(int(pid))) and "resource_tracker" not in line
     ]
     worker = workers[0] if workers else parent
     command = [py_spy, "record", "--nonblocking", "-r", "250", "-d", str(round(seconds)), "-p", worker]
