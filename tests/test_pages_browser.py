@@ -49,6 +49,9 @@ def test_shorten_from_the_home_page_and_follow_the_short_link(live_site, landing
     with chromium_page(viewport=viewport) as page:
         page.goto(live_site.base_url + "/")
         assert page.title() == "Shorten a link · Shortener"
+        # A browser runs autofocus in a rendering step after the load event that
+        # goto() waits for, not at it: a fresh container's run once asked too soon.
+        page.wait_for_function("() => document.activeElement.id === 'url'", timeout=5_000)
         assert page.evaluate("() => document.activeElement.id") == "url"
         assert_no_sideways_scroll(page)
         assert_accessible(page)
