@@ -32,7 +32,7 @@ from links.fastpath import (
     VERSION_POLL_SECONDS,
     VERSION_QUERY,
     WAL_INDEX_OPEN_LOCK_BYTE,
-    Miss,
+    Doorkeeper,
     RedirectFastPath,
     SQLiteLinks,
     entry_bytes,
@@ -245,21 +245,35 @@ def test_hosts_django_refuses_are_refused_by_the_fast_path_too(fast_path, link):
     assert handle(fast_path, "/NoSuchSlug", host=b"evil.example:80") == (True, 400)
 
 
-def test_a_full_cache_drops_only_its_oldest_entries():
-    # Slugs and URLs of one length: the bound holds exactly 32 entries.
-    entry_size = entry_bytes("evict-00", (0, b"https://example.com/evict/00", 0.0))
-    fast_path = RedirectFastPath(links=links_from_settings(), max_bytes=32 * entry_size)
+def full_cache_of_like_entries(*, entries: int, prefix: str) -> tuple[RedirectFastPath, list[str]]:
+    """A fast path whose bound holds `entries` (at least 16) links of one size,
+    filled with them, and two more links of that size, not yet looked up."""
+    entry_size = entry_bytes(f"{prefix}-00", (0, f"https://example.com/{prefix}/00".encode(), 0.0))
+    max_bytes = entries * entry_size
+    fast_path = RedirectFastPath(links=links_from_settings(), max_bytes=max_bytes)
+    while fast_path._entries_bound < entries * entry_size:
+        max_bytes += 8  # room for the doorkeeper's table as well
+        fast_path = RedirectFastPath(links=links_from_settings(), max_bytes=max_bytes)
     slugs = [
-        shorten_url(url=f"https://example.com/evict/{i:02}", slug=f"evict-{i:02}")[0].slug for i in range(34)
+        shorten_url(url=f"https://example.com/{prefix}/{i:02}", slug=f"{prefix}-{i:02}")[0].slug
+        for i in range(entries + 2)
     ]
+    for slug in slugs[:entries]:
+        lookup(fast_path, slug)
+    assert list(fast_path._cache) == slugs[:entries], "a cache with room keeps every link at its first miss"
+    return fast_path, slugs
+
+
+def test_a_full_cache_drops_only_its_oldest_entries():
+    fast_path, slugs = full_cache_of_like_entries(entries=32, prefix="evict")
     try:
-        for slug in slugs[:32]:
-            lookup(fast_path, slug)
-        assert list(fast_path._cache) == slugs[:32]
-        # Full: the next new link makes room by dropping the oldest 32 // 16 = 2 only.
-        lookup(fast_path, slugs[32])
+        # Full: the next new link (at its second miss) makes room by dropping
+        # the oldest 32 // 16 = 2 only.
+        for _ in range(2):
+            lookup(fast_path, slugs[32])
         assert list(fast_path._cache) == slugs[2:33]
-        lookup(fast_path, slugs[33])
+        for _ in range(2):
+            lookup(fast_path, slugs[33])
         assert list(fast_path._cache) == slugs[2:34]
         # The entries kept are answered from the cache: the database is not asked.
         fast_path.links.load = None
@@ -267,6 +281,43 @@ def test_a_full_cache_drops_only_its_oldest_entries():
         assert all(location.startswith(b"https://example.com/evict/") for location in locations)
     finally:
         fast_path.close()
+
+
+def test_a_full_cache_keeps_a_new_link_only_at_its_second_miss():
+    fast_path, slugs = full_cache_of_like_entries(entries=32, prefix="admit")
+    try:
+        # Its first miss is answered, and pushes no link out.
+        assert location_of(lookup(fast_path, slugs[32])) == b"https://example.com/admit/32"
+        assert list(fast_path._cache) == slugs[:32]
+        # Its second, soon after: kept, in place of the oldest.
+        assert location_of(lookup(fast_path, slugs[32])) == b"https://example.com/admit/32"
+        assert list(fast_path._cache) == slugs[2:33]
+        # The room that eviction left goes to a link at its second miss too.
+        lookup(fast_path, slugs[33])
+        assert list(fast_path._cache) == slugs[2:33]
+        lookup(fast_path, slugs[33])
+        assert list(fast_path._cache) == slugs[2:34]
+        # A change starts the cache afresh: a link is kept at its first miss again.
+        with change_arrives(fast_path):
+            mark_links_changed()
+        lookup(fast_path, slugs[0])
+        assert list(fast_path._cache) == slugs[:1]
+    finally:
+        fast_path.close()
+
+
+def test_the_doorkeeper_forgets_after_its_window_of_first_misses():
+    doorkeeper = Doorkeeper(window=100)
+    assert not doorkeeper.admits("early")
+    assert doorkeeper.admits("early")  # its second miss, within the window
+    assert not doorkeeper.admits("late")
+    # 98 more first misses make 100 since the table was cleared: it is cleared again.
+    first_misses, n = 2, 0
+    while first_misses < doorkeeper.window:
+        first_misses += not doorkeeper.admits(f"other-{n}")
+        n += 1
+    assert not doorkeeper.admits("early") and not doorkeeper.admits("late")
+    assert doorkeeper.table_bytes >= Doorkeeper.SLOTS_PER_KEY * 100
 
 
 def memory_held(cache: dict) -> int:
@@ -290,12 +341,15 @@ def test_a_full_cache_holds_no_more_memory_than_its_bound(path_length):
     ]
     try:
         for slug in slugs:
-            lookup(fast_path, slug)
+            for _ in range(2):  # a full cache keeps a link at its second miss
+                lookup(fast_path, slug)
         held = memory_held(fast_path._cache)
         accounted = sum(entry_bytes(slug, entry) for slug, entry in fast_path._cache.items())
         assert fast_path._cached_bytes == accounted
-        # Each entry's estimate covers what it really takes, the dict's table included...
-        assert held <= accounted <= bound
+        # Each entry's estimate covers what it really takes, the dict's table
+        # included, and the doorkeeper's table is within the bound too...
+        assert held <= accounted
+        assert accounted + sys.getsizeof(fast_path._doorkeeper._seen) <= bound
         # ...and a full cache stays nearly full: it drops only its oldest entries.
         assert accounted > bound * (1 - 2 / EVICTED_SHARE)
         assert slugs[-1] in fast_path._cache and slugs[0] not in fast_path._cache
@@ -316,10 +370,9 @@ def test_a_cache_of_no_bytes_keeps_nothing_and_still_answers(link):
 def test_a_link_read_twice_at_once_is_counted_once(fast_path, link):
     # On PostgreSQL two requests for one slug can both miss, both be read in a
     # thread, and both be remembered.
-    miss = Miss(slug=link.slug)
     version, row = fast_path.links.load(link.slug)
     for _ in range(2):
-        fast_path._remember(miss, version, row)
+        fast_path._remember(link.slug, version, row)
     assert list(fast_path._cache) == [link.slug]
     assert fast_path._cached_bytes == entry_bytes(link.slug, fast_path._cache[link.slug])
 
