@@ -31,7 +31,6 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime
 from functools import partial
 from pathlib import Path
-from typing import NamedTuple
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -293,15 +292,12 @@ MARK_ROLLED_UP = (
 DELETE_ROLLED_UP = "DELETE FROM clicks.links_clickjournal WHERE id <= %s"
 
 
-class CounterRow(NamedTuple):
-    """What a flush adds to one link's counters for one day of clicks, in the
-    order of COUNTER_UPSERT's and JOURNAL_APPEND's parameters."""
-
-    clicks: int  # to the link's total
-    last_clicked_at: str | datetime | None  # as the connection takes it (datetime_parameter)
-    day: str
-    day_clicks: int
-    link_id: int
+# What a flush adds to one link's counters for one day of clicks, in the order
+# of COUNTER_UPSERT's and JOURNAL_APPEND's parameters: the clicks to add to the
+# link's total, its last click (as the connection takes it: datetime_parameter),
+# the day, the clicks on that day, and the link's id. A plain tuple: a NamedTuple
+# is built by a function in Python, and a flush builds one a link (counter_rows).
+CounterRow = tuple[int, str | datetime | None, str, int, int]
 
 
 def datetime_parameter() -> Callable[[float], object]:
@@ -340,8 +336,8 @@ def counter_rows(batch: Tally) -> list[CounterRow]:
     many links), and a link's days arrive oldest first. The total and the last
     click go with a link's first row; a limited link has none (the database
     took its clicks: services.take_limited_click). Made once a flush for every
-    link clicked, so kept plain: about 1 µs a row, from 6-10 (docs/performance.md,
-    2026-11-30, second and third sessions)."""
+    link clicked, so kept plain: about 1 µs a row with its JSON, from 6-10
+    (docs/performance.md, 2026-11-30, second, third and seventh sessions)."""
     as_parameter = datetime_parameter()
     day_texts = {day: day.isoformat() for day in batch.per_day}
     totals, last_clicked = batch.clicks, batch.last_clicked
@@ -351,13 +347,13 @@ def counter_rows(batch: Tally) -> list[CounterRow]:
         (link_id, day, clicks) for day, of_day in batch.per_day.items() for link_id, clicks in of_day.items()
     ):
         if link_id == previous_link:
-            rows.append(CounterRow(0, None, day_texts[day], day_clicks, link_id))
+            rows.append((0, None, day_texts[day], day_clicks, link_id))
             continue
         previous_link = link_id
         moment = last_clicked.get(link_id)
         last_clicked_at = None if moment is None else as_parameter(moment)
         total = totals.get(link_id, 0)
-        rows.append(CounterRow(total, last_clicked_at, day_texts[day], day_clicks, link_id))
+        rows.append((total, last_clicked_at, day_texts[day], day_clicks, link_id))
     return rows
 
 
