@@ -548,17 +548,18 @@ def links_from_settings() -> SQLiteLinks | PostgresLinks:
 
 class Doorkeeper:
     """Which keys have missed once lately: a full cache admits a link at its
-    second miss within the last `window` first misses (TinyLFU's doorkeeper).
-    Under traffic spread over many links most misses are links visited once in
-    a long while: each pushed a link out of the cache, hot or not, and cost
-    its insertion and its share of an eviction. Over 1,000,000 links
-    (bench/eviction.py) the Zipf mix's hit rate is 82.1 % against 78.3 %
-    (docs/performance.md, 2026-11-30, seventh session).
+    second miss since the table was last cleared, which it is, whole, after
+    every `window` first misses (TinyLFU's doorkeeper). Under traffic spread
+    over many links most misses are links visited once in a long while: each
+    pushed a link out of the cache, hot or not, and cost its insertion and its
+    share of an eviction. Over 1,000,000 links (bench/eviction.py) the Zipf
+    mix's hit rate is 82.1 % against 78.4 % (docs/performance.md,
+    2026-11-30, seventh session).
 
-    A byte per slot, the slot chosen by the key's hash (a str keeps its hash):
-    eight slots for each key the window can hold, so a key never seen shares a
-    marked slot, and is admitted at once, at most one time in eight. Cleared
-    whole after `window` first misses."""
+    A byte per slot, the slot chosen by the key's hash (a str keeps its hash;
+    Python seeds it anew in each process): eight slots for each key the window
+    can hold, so a key never seen shares a marked slot, and is admitted at
+    once, at most one time in eight."""
 
     __slots__ = ("_first_misses", "_seen", "window")
 
@@ -573,8 +574,11 @@ class Doorkeeper:
     def table_bytes(self) -> int:
         return sys.getsizeof(self._seen)
 
+    def slot(self, key: str) -> int:
+        return hash(key) % len(self._seen)
+
     def admits(self, key: str) -> bool:
-        slot = hash(key) % len(self._seen)
+        slot = self.slot(key)
         if self._seen[slot]:
             return True
         self._seen[slot] = 1
@@ -667,8 +671,8 @@ class RedirectFastPath:
         # or when the room an eviction left is taken: only a link missed lately
         # is worth it. (Before, one-off visits took that room in turn.)
         self._filled = self._filled or self._cached_bytes + size > self._entries_bound
-        if self._filled and not self._doorkeeper.admits(slug):
-            return entry
+        if self._filled and replaced is None and not self._doorkeeper.admits(slug):
+            return entry  # (a slug read twice at once, on PostgreSQL, stays kept)
         while self._cache and self._cached_bytes + size > self._entries_bound:
             self._evict_oldest()
         self._cache[slug] = entry
