@@ -5,10 +5,12 @@ tally to the database every CLICK_FLUSH_SECONDS, in one transaction, and once mo
 when the process shuts down (ASGI lifespan shutdown, or interpreter exit).
 
 On SQLite the tally goes to a journal (a file of its own: attach_journal),
-which the same thread adds to the link counters every CLICK_ROLLUP_SECONDS
-and at shutdown, and links.asgi at a worker's start (what a worker killed
-before its roll-up left): the admin and the API show a click that much
-later. On PostgreSQL the flush adds to the counters itself (journals_clicks).
+which is added to the link counters once a batch in it is CLICK_ROLLUP_SECONDS
+old (by the flusher of the process that wrote it, unless another process's
+roll-up took it first: ClickCounter._roll_up_due), at shutdown, and by
+links.asgi at a worker's start (what a worker killed before its roll-up left):
+the admin and the API show a click that much later. On PostgreSQL the flush
+adds to the counters itself (journals_clicks).
 
 What a crash can lose: the clicks of at most the last flush interval in the
 crashed worker process (SIGKILL, out-of-memory kill, power loss). A graceful
@@ -27,6 +29,7 @@ import math
 import sqlite3
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from functools import partial
@@ -95,10 +98,12 @@ class ClickCounter:
         self.roll_up_interval = (
             roll_up_interval if roll_up_interval is not None else settings.CLICK_ROLLUP_SECONDS
         )
-        self._rolled_up_at = time.monotonic()
-        # Whether this process journaled clicks since its last roll-up: one
-        # that wrote none leaves the roll-up to those that did.
-        self._journaled = False
+        # This process's journal batches not known to be rolled up, oldest
+        # first: when each was written (time.monotonic()) and its last row's
+        # id. One that wrote none leaves the roll-up to those that did.
+        self._unrolled: deque[tuple[float, int]] = deque()
+        # After a roll-up failed: no other attempt before this moment.
+        self._no_roll_up_before = 0.0
         self._pending = Tally()
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
@@ -130,7 +135,7 @@ class ClickCounter:
         database error the tally is kept for the next attempt."""
         with self._flush_lock:
             taken = self._write_tally()
-            if self._journaled and time.monotonic() - self._rolled_up_at >= self.roll_up_interval:
+            if self._roll_up_due():
                 self._roll_up()
             return taken
 
@@ -156,7 +161,7 @@ class ClickCounter:
         if not batch:
             return 0
         try:
-            journaled = _write_batch(batch)
+            journaled_to = _write_batch(batch)
         except Exception:
             kept = batch.clicks_on_days()
             logger.exception("click flush failed; keeping %d clicks for the next try", kept)
@@ -165,17 +170,45 @@ class ClickCounter:
             # Start the next attempt on a fresh connection.
             connection.close()
             return 0
-        self._journaled = self._journaled or journaled
+        if journaled_to is not None:
+            self._unrolled.append((time.monotonic(), journaled_to))
         return batch.clicks_on_days()
 
+    def _roll_up_due(self) -> bool:
+        """Whether a batch this process journaled is CLICK_ROLLUP_SECONDS old
+        and not yet rolled up. A roll-up takes every process's rows, so the
+        roll-up of another process since may have taken this one's: the mark
+        it left (ROLLED_UP_TO) is asked before a roll-up is run, once a batch
+        looks due. So the workers between them roll the journal up about once
+        an interval, not each of them once (each roll-up rewrites a counters
+        page for nearly every link clicked since the last: under traffic spread
+        over many links, every page; docs/performance.md, 2026-12-01)."""
+        now = time.monotonic()
+        if not self._is_due(now) or now < self._no_roll_up_before:
+            return False
+        if self.roll_up_interval <= 0:
+            return True  # after every batch: nothing to ask
+        try:
+            rolled_up_to = journal_rolled_up_to()
+        except Exception:
+            return True  # the roll-up meets the error, and says so
+        while self._unrolled and self._unrolled[0][1] <= rolled_up_to:
+            self._unrolled.popleft()
+        return self._is_due(now)
+
+    def _is_due(self, now: float) -> bool:
+        return bool(self._unrolled) and now - self._unrolled[0][0] >= self.roll_up_interval
+
     def _roll_up(self) -> None:
-        self._rolled_up_at = time.monotonic()
         try:
             roll_up_journal()
-            self._journaled = False
+            # Every batch this process wrote is in it: a flush and a roll-up
+            # of one process never run at once (_flush_lock).
+            self._unrolled.clear()
         except Exception:
             # The journal keeps the clicks: the next roll-up, of any worker, adds them.
             logger.exception("click journal roll-up failed; its clicks wait for the next one")
+            self._no_roll_up_before = time.monotonic() + self.roll_up_interval
             connection.close()
 
     def _ensure_flusher(self) -> None:
@@ -201,7 +234,7 @@ class ClickCounter:
         if self._thread is not None:
             self._thread.join(timeout=10)
         self.flush()
-        if self._journaled:
+        if self._unrolled:
             self.roll_up()
 
 
@@ -420,18 +453,28 @@ def _numbering_behind(database: sqlite3.Connection) -> int | None:
     return rolled_up_to if numbered_to < rolled_up_to else None
 
 
-def _write_batch(batch: Tally) -> bool:
-    """Whether the batch went to the journal, not to the counters."""
+def _write_batch(batch: Tally) -> int | None:
+    """The id of the batch's last row in the journal (None: it went to the
+    counters, not to a journal)."""
     rows = counter_rows(batch)
     if journals_clicks():
         # One statement: in autocommit its own transaction, in the journal's
-        # file alone (inside a caller's transaction, part of it).
+        # file alone (inside a caller's transaction, part of it). Its rows
+        # are numbered on from every row before them (AUTOINCREMENT).
         with connection.cursor() as cursor:
             cursor.execute(JOURNAL_APPEND, [json.dumps(rows)])
-        return True
+            return cursor.lastrowid
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.executemany(COUNTER_UPSERT, rows)
-    return False
+    return None
+
+
+def journal_rolled_up_to() -> int:
+    """The journal's last row added to the counters so far, by any process."""
+    with connection.cursor() as cursor:
+        cursor.execute(ROLLED_UP_TO)
+        (rolled_up_to,) = cursor.fetchone()
+    return rolled_up_to
 
 
 def roll_up_journal() -> None:

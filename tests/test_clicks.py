@@ -247,6 +247,27 @@ def test_a_database_restored_ahead_of_its_journal_has_the_journal_number_on():
 
 
 @JOURNALS_CLICKS
+def test_a_worker_leaves_the_roll_up_to_another_whose_roll_up_took_its_batches():
+    link, _ = shorten_url(url="https://example.com/journal-one-roll-up")
+    interval = 1.0
+    first, second = ClickCounter(roll_up_interval=interval), ClickCounter(roll_up_interval=interval)
+    for worker in (first, second):
+        worker.record(link.pk)
+        assert worker.flush() == 1
+    time.sleep(interval)
+    assert first.flush() == 0  # its batch is due: it rolls up both workers' rows
+    assert (journal_waiting(), Link.objects.get(pk=link.pk).clicks) == ([], 2)
+    # The second's first batch is due too, but the first's roll-up took it; so
+    # it rolls up nothing now, and its new batch waits for its own interval.
+    second.record(link.pk)
+    assert second.flush() == 1
+    assert (journal_waiting(), Link.objects.get(pk=link.pk).clicks) == ([(link.pk, 1)], 2)
+    time.sleep(interval)
+    assert second.flush() == 0
+    assert (journal_waiting(), Link.objects.get(pk=link.pk).clicks) == ([], 3)
+
+
+@JOURNALS_CLICKS
 def test_a_roll_up_takes_every_process_journal_and_a_stop_rolls_up_its_own():
     link, _ = shorten_url(url="https://example.com/journal-others")
     # A worker that crashed after its flush, before its roll-up.
