@@ -44,6 +44,17 @@ def rounds_note(results: dict) -> list[str]:
     ]
 
 
+def settle_note(results: dict) -> list[str]:
+    """How long each redirect step's mix ran before it was measured (runs
+    made before it was settled have no such figure)."""
+    if not results.get("settle_seconds"):
+        return []
+    return [
+        f"- Each redirect step was measured after {results['settle_seconds']:g} s of the same mix, "
+        "unmeasured: it pays for its own clicks' roll-ups, not for the step's before it."
+    ]
+
+
 def share_ratios(million: dict) -> str:
     """The large phase against the first as shares of nginx's 308 in each
     phase's own rounds (runs made before rounds have none)."""
@@ -156,6 +167,7 @@ def report(results: dict, chart_name: str, *, other: dict | None = None) -> str:
         table(results),
         "",
         *rounds_note(results),
+        *settle_note(results),
         f"- **Redirect throughput: {results['redirect_ratio']:.1%} of nginx's static 308** measured in the "
         f"same run{target('≥ 25 %')}; with the Zipf (s = {results['zipf_s']}) mix over the same links "
         f"{results['zipf_ratio']:.1%}.",

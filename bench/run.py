@@ -66,9 +66,14 @@ REST_SECONDS = 3
 class Runs:
     """The measured steps against one stack."""
 
-    def __init__(self, bench: BenchStack, *, rounds: int, pause: Sequence[int] = ()):
+    def __init__(
+        self, bench: BenchStack, *, rounds: int, pause: Sequence[int] = (), settle_seconds: float = 0
+    ):
         self.bench = bench
         self.rounds = rounds
+        # How long a mix runs unmeasured before a measured run of it
+        # (steady_redirects): as long as a click waits for its roll-up.
+        self.settle_seconds = settle_seconds
         # Processes of the machine's own, stopped while wrk measures (bench/machine.py).
         self.pause = tuple(pause)
         # Every redirect run since the clicks were last settled: what they
@@ -93,9 +98,22 @@ class Runs:
         connections), in rounds: the baseline, uniform and Zipf results."""
         return self.interleaved(
             lambda: self.baseline(connections=64, seconds=seconds),
-            lambda: self.redirects(uniform, connections=64, seconds=seconds, name=names[0]),
-            lambda: self.redirects(zipf, connections=64, seconds=seconds, name=names[1], sequence=True),
+            lambda: self.steady_redirects(uniform, seconds=seconds, name=names[0]),
+            lambda: self.steady_redirects(zipf, seconds=seconds, name=names[1], sequence=True),
         )
+
+    def steady_redirects(self, slugs_file: Path, *, seconds: float, name: str, sequence=False):
+        """A measured run (64 connections) after the same mix has run, unmeasured,
+        for settle_seconds: the clicks of the step before are then rolled up
+        before this one is measured, and this one's own roll-ups come at their
+        steady pace. Without it, the journal's roll-up of a uniform step's clicks
+        (about a second of a CPU over 1,000,000 links) landed at the start of
+        the Zipf step after it (docs/performance.md, 2026-12-01)."""
+        if self.settle_seconds:
+            self.redirects(
+                slugs_file, connections=64, seconds=self.settle_seconds, name="settle", sequence=sequence
+            )
+        return self.redirects(slugs_file, connections=64, seconds=seconds, name=name, sequence=sequence)
 
     def _wrk(self, name: str, url: str, **options) -> WrkResult:
         return wrk(name, url, pause=self.pause, **options)
@@ -164,7 +182,9 @@ def run(args) -> dict:
             fast_path=not args.no_fast_path,
             extra_env=args.env,
         )
-        runs = Runs(bench, rounds=rounds, pause=args.pause)
+        settle = args.settle if args.settle is not None else (1 if args.smoke else bench.click_delay_seconds)
+        runs = Runs(bench, rounds=rounds, pause=args.pause, settle_seconds=settle)
+        results["settle_seconds"] = settle
         results["compose_files"] = bench.compose_files
         try:
             bench.up()
@@ -308,6 +328,12 @@ def main() -> int:
     parser.add_argument("--replicas", type=int, default=3, help="app replicas of the scale stack")
     parser.add_argument("--seconds", type=float, default=10, help="duration of each main step")
     parser.add_argument("--links", type=int, default=1000)
+    parser.add_argument(
+        "--settle",
+        type=float,
+        help="seconds each redirect mix runs unmeasured before it is measured (default: as long as "
+        "a click can wait for its roll-up, 1 with --smoke)",
+    )
     parser.add_argument(
         "--rounds",
         type=odd_count,

@@ -7,6 +7,7 @@ import argparse
 import json
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -62,6 +63,8 @@ def smoke(tmp_path_factory):
                 )
             assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
             runs[stack] = json.loads((output / f"{REPORT_NAMES[stack]}.json").read_text())
+            # The wrk runs in the order made, by name, from the harness's log.
+            runs[stack]["wrk_runs_logged"] = re.findall(r"^\[bench\] (\S.*?) +c=\d+ ", result.stderr, re.M)
             # Stopped while wrk measured, and continued after: running or sleeping.
             assert "T" in watch.seen
             assert process_state(bystander.pid) in "RS"
@@ -134,6 +137,16 @@ def test_benchmark_harness_smoke_run(smoke, stack):
     assert results["memory_mib_under_load"] > 0
     assert results["process_memory_mib"] > 0
     assert results["create_rps"] == results["runs"][-1]["rps"] > 0
+    # Each redirect step measured after its mix ran a while unmeasured.
+    assert results["settle_seconds"] == 1
+    logged = results["wrk_runs_logged"]
+    assert logged[logged.index("nginx static 308") :][:5] == [
+        "nginx static 308",
+        "settle",
+        "stack redirect",
+        "settle",
+        "stack redirect, Zipf",
+    ], logged
     name = REPORT_NAMES[stack]
     assert (output / f"{name}.png").stat().st_size > 10_000
     report = (output / f"{name}.md").read_text()
@@ -143,6 +156,7 @@ def test_benchmark_harness_smoke_run(smoke, stack):
         f"Creation (POST / with an API key, 16 connections): {results['create_rps']:,.0f} links/s" in report
     )
     assert f"Memory of the whole stack ({MEMORY_OF[stack]}) under the redirect load" in report
+    assert "Each redirect step was measured after 1 s of the same mix, unmeasured" in report
     assert f"`{results['command']}`" in report and f"--stack {stack}" in results["command"]
     # The machine's own load, and the process stopped while wrk measured.
     assert 0 <= results["busy_share_stack_idle"] <= 1
