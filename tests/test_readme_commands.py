@@ -43,7 +43,7 @@ BLOCKS = {
     'python3 scripts/provision_ec2.py up --ssh-cidr "$(curl -s https://checkip.amazonaws.com)/32"': (
         "needs an AWS account: tests/test_ec2_kit.py and tests/test_deploy.py run the kit locally"
     ),
-    ".venv/bin/python bench/run.py           # about 10 minutes": (
+    ".venv/bin/python bench/run.py           # about 15 minutes": (
         "minutes of load: tests/test_bench_smoke.py runs the --smoke line"
     ),
     ".venv/bin/python manage.py createsuperuser": RUN_LOCAL,
