@@ -51,7 +51,8 @@ def settle_note(results: dict) -> list[str]:
         return []
     return [
         f"- Each redirect step was measured after {results['settle_seconds']:g} s of the same mix, "
-        "unmeasured: it pays for its own clicks' roll-ups, not for the step's before it."
+        "unmeasured, and each nginx run after at least as long a rest: a step pays for the writes its "
+        "own clicks cause (on SQLite, the journal's roll-ups), not for the step's before it."
     ]
 
 

@@ -171,7 +171,13 @@ class ClickCounter:
             connection.close()
             return 0
         if journaled_to is not None:
-            self._unrolled.append((time.monotonic(), journaled_to))
+            now = time.monotonic()
+            if self._unrolled and now < self._no_roll_up_before:
+                # Roll-ups failing: one entry for every batch since (its
+                # oldest time), so the list stays short however long it lasts.
+                self._unrolled[-1] = (self._unrolled[-1][0], journaled_to)
+            else:
+                self._unrolled.append((now, journaled_to))
         return batch.clicks_on_days()
 
     def _roll_up_due(self) -> bool:
@@ -209,6 +215,9 @@ class ClickCounter:
             # The journal keeps the clicks: the next roll-up, of any worker, adds them.
             logger.exception("click journal roll-up failed; its clicks wait for the next one")
             self._no_roll_up_before = time.monotonic() + self.roll_up_interval
+            if self._unrolled:
+                # Every batch is due: one entry stands for them all.
+                self._unrolled = deque([(self._unrolled[0][0], self._unrolled[-1][1])])
             connection.close()
 
     def _ensure_flusher(self) -> None:

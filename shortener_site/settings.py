@@ -66,10 +66,10 @@ MAX_URL_LENGTH = env.int("SHORTENER_MAX_URL_LENGTH", default=2048)
 # 55-78 ms once a second, at the same throughput (docs/performance.md,
 # 2026-11-30, fifth).
 CLICK_FLUSH_SECONDS = env.float("SHORTENER_CLICK_FLUSH_SECONDS", default=0.1)
-# On SQLite a flush appends to a journal (a file beside the database); each
-# worker adds the journal to the link counters at most this often
-# (links/clicks.py): how late a click can be in the admin and the API, with
-# the flush's interval. 0: after every flush.
+# On SQLite a flush appends to a journal (a file beside the database), added
+# to the link counters once a batch in it is this old, by whichever worker's
+# roll-up comes first (links/clicks.py): how late a click can be in the admin
+# and the API, with the flush's interval. 0: after every flush.
 CLICK_ROLLUP_SECONDS = env.float("SHORTENER_CLICK_ROLLUP_SECONDS", default=10.0)
 SITE_NAME = env.str("SHORTENER_SITE_NAME", default="Shortener")
 

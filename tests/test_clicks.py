@@ -249,7 +249,7 @@ def test_a_database_restored_ahead_of_its_journal_has_the_journal_number_on():
 @JOURNALS_CLICKS
 def test_a_worker_leaves_the_roll_up_to_another_whose_roll_up_took_its_batches():
     link, _ = shorten_url(url="https://example.com/journal-one-roll-up")
-    interval = 1.0
+    interval = 0.5
     first, second = ClickCounter(roll_up_interval=interval), ClickCounter(roll_up_interval=interval)
     for worker in (first, second):
         worker.record(link.pk)
@@ -265,6 +265,29 @@ def test_a_worker_leaves_the_roll_up_to_another_whose_roll_up_took_its_batches()
     time.sleep(interval)
     assert second.flush() == 0
     assert (journal_waiting(), Link.objects.get(pk=link.pk).clicks) == ([], 3)
+
+
+@JOURNALS_CLICKS
+def test_after_a_failed_roll_up_the_next_waits_an_interval_and_the_batches_since_stay_one_entry():
+    link, _ = shorten_url(url="https://example.com/journal-roll-up-fails")
+    interval = 0.5
+    counter = ClickCounter(roll_up_interval=interval)
+    counter.record(link.pk)
+    counter.flush()
+    time.sleep(interval)
+    with failing_writes_to("links_linkclicks", event="INSERT"):
+        counter.record(link.pk)
+        assert counter.flush() == 1  # journaled; the roll-up due after it failed
+    for _ in range(3):  # journaled while roll-ups are held off: none is tried
+        counter.record(link.pk)
+        assert counter.flush() == 1
+    assert (len(journal_waiting()), Link.objects.get(pk=link.pk).clicks) == (5, 0)
+    # Every batch this worker journaled stands in one entry, however long
+    # roll-ups keep failing (a worker's memory).
+    assert len(counter._unrolled) == 1
+    time.sleep(interval)
+    assert counter.flush() == 0
+    assert (journal_waiting(), Link.objects.get(pk=link.pk).clicks) == ([], 5)
 
 
 @JOURNALS_CLICKS

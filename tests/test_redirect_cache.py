@@ -376,7 +376,10 @@ def test_a_full_cache_holds_no_more_memory_than_its_bound(path_length):
     ]
     try:
         for slug in slugs:
-            for _ in range(2):  # a full cache keeps a link at its second miss
+            # A full cache keeps a link at its second miss, and a third when
+            # the doorkeeper's window ended between the first two (which the
+            # string hashes' seed decides: 2 seeds in 30 before).
+            for _ in range(3):
                 lookup(fast_path, slug)
         held = memory_held(fast_path._cache)
         accounted = sum(entry_bytes(slug, entry) for slug, entry in fast_path._cache.items())
