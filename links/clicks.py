@@ -496,8 +496,7 @@ def roll_up_journal() -> None:
         (last_row,) = cursor.fetchone()
         if last_row is None:
             return
-        cursor.execute(ROLLED_UP_TO)
-        (rolled_up_to,) = cursor.fetchone()
+        rolled_up_to = journal_rolled_up_to()
         if last_row > rolled_up_to:
             cursor.execute(JOURNAL_DAYS, [rolled_up_to, last_row])
             for (day,) in cursor.fetchall():
