@@ -86,18 +86,94 @@ def stack(tmp_path_factory):
     try:
         try:
             stack.up()
+            wait_for_the_engines_names(stack)
             # The first command a deployment runs in a replica, right after it is up.
             issued = stack.compose(
                 "exec", "-T", "app", "python", "manage.py", "issue_api_key", "--name", "scale"
             )
         except AssertionError as error:
-            services = ("app", "migrate", "postgres")
-            logs = stack.compose("logs", "--no-color", "--tail", "60", *services, check=False).stdout
-            raise AssertionError(f"{error}\nthe logs of {', '.join(services)}:\n{logs}") from None
+            # What was seen first: a CI log shows only the start of a long message.
+            try:
+                found = diagnosis(stack)
+            except subprocess.TimeoutExpired as timeout:
+                found = f"the diagnosis itself timed out: {timeout}"
+            raise AssertionError(f"{found}\n\n{error}") from None
         stack.api_key = issued.stdout.split()[-1]
         yield stack
     finally:
         stack.down(volumes=True)
+
+
+# Run in a replica when it cannot reach PostgreSQL: how long the name takes to
+# resolve, a TCP connection to open (a fault of the engine's network or DNS shows
+# there) and PostgreSQL to answer a first message (its SSLRequest: a server that
+# accepts connections but starts no session shows here), each bounded.
+REACH_POSTGRES = """\
+import socket, struct, time
+started = time.monotonic()
+try:
+    address = socket.getaddrinfo("postgres", 5432, type=socket.SOCK_STREAM)[0][4]
+    print(f"postgres resolves to {address[0]} in {time.monotonic() - started:.2f} s;")
+    started = time.monotonic()
+    with socket.create_connection(address, timeout=10) as connection:
+        print(f"TCP to postgres:5432 opens in {time.monotonic() - started:.2f} s;")
+        started = time.monotonic()
+        connection.sendall(struct.pack("!ii", 8, 80877103))
+        print(f"PostgreSQL answers {connection.recv(1)!r} in {time.monotonic() - started:.2f} s")
+except OSError as error:
+    print(f"no answer after {time.monotonic() - started:.2f} s: {error!r}")
+"""
+
+
+def wait_for_the_engines_names(stack: ScaleStack, *, timeout: float = 90) -> None:
+    """Until a replica resolves "postgres" at once. The sandbox engine's resolver
+    (Podman 4.3's aardvark-dns 1.4) at times stalls for seconds on end after
+    containers join a network: a replica's lookup then takes 10 s (its query
+    timed out, then the next name server's), and a first connection more than
+    the pool's 30 s (a CI run, 2026-12-01). Docker's embedded resolver does not;
+    the stack is then up, and what follows tests the stack."""
+    deadline = time.monotonic() + timeout
+    while True:
+        probe = stack.compose("exec", "-T", "app", "python", "-c", RESOLVE_POSTGRES, check=False, timeout=60)
+        if probe.returncode == 0 and float(probe.stdout) < 1:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no replica resolved postgres at once in {timeout:.0f} s: {probe}")
+        time.sleep(1)
+
+
+RESOLVE_POSTGRES = """\
+import socket, time
+started = time.monotonic()
+socket.getaddrinfo("postgres", 5432, type=socket.SOCK_STREAM)
+print(time.monotonic() - started)
+"""
+
+
+def diagnosis(stack: ScaleStack) -> str:
+    """Why a replica may not reach PostgreSQL, briefest first: the reach from a
+    replica, PostgreSQL's connections, then the logs' tails (PostgreSQL's first)."""
+    probe = stack.compose("exec", "-T", "app", "python", "-c", REACH_POSTGRES, check=False, timeout=60)
+    connections = stack.compose(
+        "exec",
+        "-T",
+        "postgres",
+        "sh",
+        "-c",
+        'psql -U "$POSTGRES_USER" -d "$POSTGRES_DB" -Atc '
+        '"select state, count(*) from pg_stat_activity group by 1"',
+        check=False,
+        timeout=60,
+    )
+    logs = "\n".join(
+        stack.compose("logs", "--no-color", "--tail", "20", service, check=False).stdout
+        for service in ("postgres", "app", "migrate")
+    )
+    return (
+        f"from a replica: {probe.stdout.strip()} {probe.stderr.strip()[-300:]}\n"
+        f"PostgreSQL's connections: {connections.stdout.split()} {connections.stderr.strip()[-300:]}\n"
+        f"the logs of postgres, app, migrate:\n{logs}"
+    )
 
 
 def answered_by(response: httpx.Response) -> str:
