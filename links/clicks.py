@@ -104,6 +104,9 @@ class ClickCounter:
         self._unrolled: deque[tuple[float, int]] = deque()
         # After a roll-up failed: no other attempt before this moment.
         self._no_roll_up_before = 0.0
+        # A roll-up's pages still to be copied from the database's
+        # write-ahead log into its file (checkpoint_rolled_up).
+        self._checkpoint_due = False
         self._pending = Tally()
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
@@ -135,6 +138,8 @@ class ClickCounter:
         database error the tally is kept for the next attempt."""
         with self._flush_lock:
             taken = self._write_tally()
+            if self._checkpoint_due:
+                self._checkpoint()
             if self._roll_up_due():
                 self._roll_up()
             return taken
@@ -205,9 +210,22 @@ class ClickCounter:
     def _is_due(self, now: float) -> bool:
         return bool(self._unrolled) and now - self._unrolled[0][0] >= self.roll_up_interval
 
+    def _checkpoint(self) -> None:
+        """At the flush after a roll-up, when the reads begun before its commit
+        (each within one turn of a worker's event loop) have ended; again at the
+        next flush while some page is left."""
+        try:
+            self._checkpoint_due = not checkpoint_rolled_up()
+        except Exception:
+            # The next roll-up's commit and checkpoint try again.
+            logger.exception("checkpoint after the click roll-up failed")
+            self._checkpoint_due = False
+            connection.close()
+
     def _roll_up(self) -> None:
         try:
             roll_up_journal()
+            self._checkpoint_due = journals_clicks()
             # Every batch this process wrote is in it: a flush and a roll-up
             # of one process never run at once (_flush_lock).
             self._unrolled.clear()
@@ -332,6 +350,17 @@ MARK_ROLLED_UP = (
     "ON CONFLICT (id) DO UPDATE SET last_row = excluded.last_row"
 )
 DELETE_ROLLED_UP = "DELETE FROM clicks.links_clickjournal WHERE id <= %s"
+# A roll-up's pages copied from the database's write-ahead log into its file.
+# SQLite's own checkpoint, at the roll-up's commit, may not copy a page that a
+# read begun before the commit could still need, and under traffic some
+# worker's redirect reader nearly always has such a read under way: each
+# roll-up's pages then stayed in the log, the next one's went after them, and
+# the log grew by a roll-up's pages every roll-up for as long as the traffic
+# lasted (54 MB every 10 s at 1,000,000 links; docs/performance.md,
+# 2026-12-01, second). Once every page is copied the next writer starts the
+# log over, and readers read the file alone. PASSIVE: it waits for no reader
+# and no writer, and copies what it may.
+CHECKPOINT = "PRAGMA main.wal_checkpoint(PASSIVE)"
 
 
 # What a flush adds to one link's counters for one day of clicks, in the order
@@ -505,6 +534,19 @@ def roll_up_journal() -> None:
         # After the outermost commit (the journal is another file, committed
         # apart): a failure leaves rows the next roll-up skips and deletes.
         transaction.on_commit(partial(_delete_rolled_up, last_row), robust=True)
+
+
+def checkpoint_rolled_up() -> bool:
+    """Copy what the roll-ups wrote into the database's file (SQLite, outside
+    a transaction: CHECKPOINT); True when no page is left in its log."""
+    if not journals_clicks():
+        return True
+    if connection.in_atomic_block:
+        return False  # it cannot run inside a transaction: the next flush's turn
+    with connection.cursor() as cursor:
+        cursor.execute(CHECKPOINT)
+        busy, in_log, copied = cursor.fetchone()
+    return not busy and in_log == copied
 
 
 def _delete_rolled_up(last_row: int) -> None:
