@@ -104,9 +104,10 @@ class ClickCounter:
         self._unrolled: deque[tuple[float, int]] = deque()
         # After a roll-up failed: no other attempt before this moment.
         self._no_roll_up_before = 0.0
-        # A roll-up's pages still to be copied from the database's
-        # write-ahead log into its file (checkpoint_rolled_up).
-        self._checkpoint_due = False
+        # After a roll-up, how much of the database's write-ahead log is to be
+        # copied into its file (CHECKPOINT): 0 until the first try tells the
+        # log's length then. None: nothing due.
+        self._copy_log_to: int | None = None
         self._pending = Tally()
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
@@ -138,7 +139,7 @@ class ClickCounter:
         database error the tally is kept for the next attempt."""
         with self._flush_lock:
             taken = self._write_tally()
-            if self._checkpoint_due:
+            if self._copy_log_to is not None:
                 self._checkpoint()
             if self._roll_up_due():
                 self._roll_up()
@@ -212,20 +213,30 @@ class ClickCounter:
 
     def _checkpoint(self) -> None:
         """At the flush after a roll-up, when the reads begun before its commit
-        (each within one turn of a worker's event loop) have ended; again at the
-        next flush while some page is left."""
+        (each within one turn of a worker's event loop) have ended; again at
+        each flush until what the log held at the first try is copied. What
+        other writers add later is left to SQLite's own checkpoints, so steady
+        writes do not keep this one running."""
         try:
-            self._checkpoint_due = not checkpoint_rolled_up()
+            state = checkpoint_database()
         except Exception:
             # The next roll-up's commit and checkpoint try again.
             logger.exception("checkpoint after the click roll-up failed")
-            self._checkpoint_due = False
+            self._copy_log_to = None
             connection.close()
+            return
+        if state is None:
+            return  # it could not run now: the next flush's turn
+        in_log, copied = state
+        self._copy_log_to = self._copy_log_to or in_log
+        # The log starts over only once everything in it was copied.
+        if copied >= self._copy_log_to or in_log < self._copy_log_to:
+            self._copy_log_to = None
 
     def _roll_up(self) -> None:
         try:
-            roll_up_journal()
-            self._checkpoint_due = journals_clicks()
+            if roll_up_journal():
+                self._copy_log_to = 0
             # Every batch this process wrote is in it: a flush and a roll-up
             # of one process never run at once (_flush_lock).
             self._unrolled.clear()
@@ -262,6 +273,8 @@ class ClickCounter:
             self._thread.join(timeout=10)
         self.flush()
         if self._unrolled:
+            # Its pages are copied when the process's last connection to the
+            # database closes (SQLite's checkpoint then).
             self.roll_up()
 
 
@@ -515,16 +528,17 @@ def journal_rolled_up_to() -> int:
     return rolled_up_to
 
 
-def roll_up_journal() -> None:
+def roll_up_journal() -> bool:
     """Add the journal's clicks to the counters and empty it (nothing to do
-    where the flush writes the counters: there is no journal)."""
+    where the flush writes the counters: there is no journal); whether it
+    wrote to the database."""
     if not journals_clicks():
-        return
+        return False
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(JOURNAL_LAST_ROW)
         (last_row,) = cursor.fetchone()
         if last_row is None:
-            return
+            return False
         rolled_up_to = journal_rolled_up_to()
         if last_row > rolled_up_to:
             cursor.execute(JOURNAL_DAYS, [rolled_up_to, last_row])
@@ -534,19 +548,19 @@ def roll_up_journal() -> None:
         # After the outermost commit (the journal is another file, committed
         # apart): a failure leaves rows the next roll-up skips and deletes.
         transaction.on_commit(partial(_delete_rolled_up, last_row), robust=True)
+        return last_row > rolled_up_to
 
 
-def checkpoint_rolled_up() -> bool:
-    """Copy what the roll-ups wrote into the database's file (SQLite, outside
-    a transaction: CHECKPOINT); True when no page is left in its log."""
-    if not journals_clicks():
-        return True
+def checkpoint_database() -> tuple[int, int] | None:
+    """Copy what it may of the database's write-ahead log into its file
+    (CHECKPOINT): the frames in the log and how many of them are copied; None
+    when it cannot run now (inside a transaction, or another checkpoint under way)."""
     if connection.in_atomic_block:
-        return False  # it cannot run inside a transaction: the next flush's turn
+        return None
     with connection.cursor() as cursor:
         cursor.execute(CHECKPOINT)
         busy, in_log, copied = cursor.fetchone()
-    return not busy and in_log == copied
+    return None if busy else (in_log, copied)
 
 
 def _delete_rolled_up(last_row: int) -> None:

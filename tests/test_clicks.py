@@ -10,6 +10,7 @@ import asyncio
 import gc
 import random
 import sqlite3
+import sys
 import threading
 import time
 from datetime import UTC, date, datetime, timedelta
@@ -290,21 +291,25 @@ def test_after_a_failed_roll_up_the_next_waits_an_interval_and_the_batches_since
     assert (journal_waiting(), Link.objects.get(pk=link.pk).clicks) == ([], 5)
 
 
+def write_ahead_log(database: str) -> tuple[int, int]:
+    """The frames in an SQLite database's write-ahead log and how many of them
+    are copied into its file, from its WAL index (sqlite.org/walformat.html:
+    the header's mxFrame, the checkpoint information's nBackfill)."""
+    index = Path(f"{database}-shm").read_bytes()
+    return int.from_bytes(index[16:20], sys.byteorder), int.from_bytes(index[96:100], sys.byteorder)
+
+
 @JOURNALS_CLICKS
 def test_roll_ups_under_steady_reads_leave_the_write_ahead_log_no_longer():
-    # Under traffic some worker's redirect reader is nearly always inside a
-    # read transaction begun before a roll-up commits, and SQLite's own
-    # checkpoint at the commit may not copy pages that reader could still
-    # need: the roll-up's pages stayed in the log, the next roll-up's were
-    # added after them, and so on (54 MB more every 10 s at 1,000,000 links,
-    # docs/performance.md). Here each roll-up commits while a reader is inside
-    # a read transaction (as for one turn of a worker's event loop); then the
-    # flusher's next turn comes, with no clicks to write.
+    # Each roll-up commits while a reader is inside a read transaction begun
+    # before (as a worker's redirect reader is for one turn of its event
+    # loop); then the flusher's next turn comes, with no clicks to write.
+    # Why the log grew: links.clicks.CHECKPOINT.
     links = [shorten_url(url=f"https://example.com/journal-log-{n}")[0] for n in range(50)]
     database = connection.settings_dict["NAME"]
     reader = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
     counter = ClickCounter(roll_up_interval=3600)
-    log_sizes = []
+    logs = []
     try:
         for _ in range(4):
             for link in links:
@@ -315,11 +320,47 @@ def test_roll_ups_under_steady_reads_leave_the_write_ahead_log_no_longer():
             counter.roll_up()
             reader.commit()
             assert counter.flush() == 0
-            log_sizes.append(Path(f"{database}-wal").stat().st_size)
+            logs.append(write_ahead_log(database))
     finally:
         reader.close()
-    assert log_sizes == [log_sizes[0]] * 4, log_sizes
+    # Every frame copied after each roll-up; from the second on, each starts
+    # the log over, so it holds one roll-up's frames, not one more each time.
+    assert all(copied == in_log for in_log, copied in logs), logs
+    assert [in_log for in_log, _ in logs[1:]] == [logs[1][0]] * 3, logs
     assert {link.clicks for link in Link.objects.all()} == {4}
+
+
+@JOURNALS_CLICKS
+def test_the_checkpoint_after_a_roll_up_stops_once_the_roll_up_is_copied():
+    # Later writes under later reads are left to SQLite's own checkpoints:
+    # steady writes must not keep a checkpoint running at every flush.
+    link, _ = shorten_url(url="https://example.com/journal-log-writes")
+    database = connection.settings_dict["NAME"]
+    first, later = (sqlite3.connect(f"file:{database}?mode=ro", uri=True) for _ in range(2))
+    counter = ClickCounter(roll_up_interval=3600)
+    try:
+        counter.record(link.pk)
+        counter.flush()
+        first.execute("BEGIN")
+        first.execute("SELECT count(*) FROM links_link").fetchone()
+        counter.roll_up()
+        counter.flush()  # the first reader still reads: the roll-up stays in the log
+        rolled_up, copied = write_ahead_log(database)
+        assert copied < rolled_up
+        first.commit()
+        later.execute("BEGIN")
+        later.execute("SELECT count(*) FROM links_link").fetchone()
+        shorten_url(url="https://example.com/journal-log-written-later")
+        counter.flush()
+        in_log, copied = write_ahead_log(database)
+        assert rolled_up <= copied < in_log  # the roll-up copied, the later write not
+        later.commit()
+        with CaptureQueriesContext(connection) as flushed:
+            counter.flush()
+        assert not [query for query in flushed.captured_queries if "checkpoint" in query["sql"]]
+    finally:
+        first.close()
+        later.close()
 
 
 @JOURNALS_CLICKS

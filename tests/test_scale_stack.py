@@ -10,6 +10,7 @@ adds (nginx's $upstream_addr); production answers carry no such header."""
 
 import ipaddress
 import json
+import re
 import secrets
 import subprocess
 import sys
@@ -87,7 +88,7 @@ def stack(tmp_path_factory):
         try:
             stack.up()
             wait_for_the_engines_names(stack)
-            # The first command a deployment runs in a replica, right after it is up.
+            # The first command a deployment runs in a replica once it is up.
             issued = stack.compose(
                 "exec", "-T", "app", "python", "manage.py", "issue_api_key", "--name", "scale"
             )
@@ -125,35 +126,37 @@ except OSError as error:
 """
 
 
+def reach_postgres(stack: ScaleStack) -> str:
+    """REACH_POSTGRES run in the first replica (where `exec` runs a command)."""
+    try:
+        probe = stack.compose("exec", "-T", "app", "python", "-c", REACH_POSTGRES, check=False, timeout=45)
+    except subprocess.TimeoutExpired:
+        return "no answer from the probe in 45 s"
+    return f"{probe.stdout.strip()} {probe.stderr.strip()[-300:]}"
+
+
 def wait_for_the_engines_names(stack: ScaleStack, *, timeout: float = 90) -> None:
     """Until a replica resolves "postgres" at once. The sandbox engine's resolver
     (Podman 4.3's aardvark-dns 1.4) at times stalls for seconds on end after
-    containers join a network: a replica's lookup then takes 10 s (its query
-    timed out, then the next name server's), and a first connection more than
-    the pool's 30 s (a CI run, 2026-12-01). Docker's embedded resolver does not;
-    the stack is then up, and what follows tests the stack."""
+    containers join a network: a replica's lookup then took 10 s (its query
+    timed out, then the next name server's), and a new process's first
+    connection more than the pool's 30 s (a CI run, 2026-12-01). The stall is
+    the engine's: the replicas had reached PostgreSQL to become healthy."""
     deadline = time.monotonic() + timeout
     while True:
-        probe = stack.compose("exec", "-T", "app", "python", "-c", RESOLVE_POSTGRES, check=False, timeout=60)
-        if probe.returncode == 0 and float(probe.stdout) < 1:
+        reach = reach_postgres(stack)
+        resolved = re.search(r"resolves to \S+ in ([0-9.]+) s", reach)
+        if resolved and float(resolved.group(1)) < 1:
             return
         if time.monotonic() > deadline:
-            raise AssertionError(f"no replica resolved postgres at once in {timeout:.0f} s: {probe}")
+            raise AssertionError(f"no replica resolved postgres at once in {timeout:.0f} s: {reach}")
         time.sleep(1)
-
-
-RESOLVE_POSTGRES = """\
-import socket, time
-started = time.monotonic()
-socket.getaddrinfo("postgres", 5432, type=socket.SOCK_STREAM)
-print(time.monotonic() - started)
-"""
 
 
 def diagnosis(stack: ScaleStack) -> str:
     """Why a replica may not reach PostgreSQL, briefest first: the reach from a
     replica, PostgreSQL's connections, then the logs' tails (PostgreSQL's first)."""
-    probe = stack.compose("exec", "-T", "app", "python", "-c", REACH_POSTGRES, check=False, timeout=60)
+    reach = reach_postgres(stack)
     connections = stack.compose(
         "exec",
         "-T",
@@ -166,11 +169,11 @@ def diagnosis(stack: ScaleStack) -> str:
         timeout=60,
     )
     logs = "\n".join(
-        stack.compose("logs", "--no-color", "--tail", "20", service, check=False).stdout
+        stack.compose("logs", "--no-color", "--tail", "20", service, check=False, timeout=60).stdout
         for service in ("postgres", "app", "migrate")
     )
     return (
-        f"from a replica: {probe.stdout.strip()} {probe.stderr.strip()[-300:]}\n"
+        f"from a replica: {reach}\n"
         f"PostgreSQL's connections: {connections.stdout.split()} {connections.stderr.strip()[-300:]}\n"
         f"the logs of postgres, app, migrate:\n{logs}"
     )
