@@ -540,7 +540,8 @@ def roll_up_journal() -> bool:
         if last_row is None:
             return False
         rolled_up_to = journal_rolled_up_to()
-        if last_row > rolled_up_to:
+        wrote = last_row > rolled_up_to
+        if wrote:
             cursor.execute(JOURNAL_DAYS, [rolled_up_to, last_row])
             for (day,) in cursor.fetchall():
                 cursor.execute(ROLL_UP_DAY, [rolled_up_to, last_row, day])
@@ -548,7 +549,7 @@ def roll_up_journal() -> bool:
         # After the outermost commit (the journal is another file, committed
         # apart): a failure leaves rows the next roll-up skips and deletes.
         transaction.on_commit(partial(_delete_rolled_up, last_row), robust=True)
-        return last_row > rolled_up_to
+        return wrote
 
 
 def checkpoint_database() -> tuple[int, int] | None:
