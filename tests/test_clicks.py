@@ -47,6 +47,20 @@ def journal_rows() -> list[int]:
         return [row_id for (row_id,) in cursor.fetchall()]
 
 
+def database_reader() -> sqlite3.Connection:
+    """A read-only connection of its own to the test database, as a worker's
+    redirect reader is (links.fastpath.SQLiteLinks)."""
+    return sqlite3.connect(f"file:{connection.settings_dict['NAME']}?mode=ro", uri=True)
+
+
+def read_under_way(reader: sqlite3.Connection) -> int:
+    """A read transaction begun and left open, as a worker's redirect reader
+    holds one for a turn of its event loop; the links it counted."""
+    reader.execute("BEGIN")
+    (links,) = reader.execute("SELECT count(*) FROM links_link").fetchone()
+    return links
+
+
 def link_columns() -> set[str]:
     with connection.cursor() as cursor:
         columns = connection.introspection.get_table_description(cursor, "links_link")
@@ -177,7 +191,7 @@ def test_a_flush_commits_to_the_journals_file_alone():
     # What every worker's reader of the database sees change (PRAGMA
     # data_version): a flush, none; a roll-up, one (links.clicks).
     link, _ = shorten_url(url="https://example.com/journal-apart")
-    reader = sqlite3.connect(f"file:{connection.settings_dict['NAME']}?mode=ro", uri=True)
+    reader = database_reader()
     try:
         (before,) = reader.execute("PRAGMA data_version").fetchone()
         counter = ClickCounter(roll_up_interval=3600)
@@ -301,13 +315,12 @@ def write_ahead_log(database: str) -> tuple[int, int]:
 
 @JOURNALS_CLICKS
 def test_roll_ups_under_steady_reads_leave_the_write_ahead_log_no_longer():
-    # Each roll-up commits while a reader is inside a read transaction begun
-    # before (as a worker's redirect reader is for one turn of its event
-    # loop); then the flusher's next turn comes, with no clicks to write.
+    # Each roll-up commits while a read begun before it is under way; then
+    # the flusher's next turn comes, with no clicks to write.
     # Why the log grew: links.clicks.CHECKPOINT.
     links = [shorten_url(url=f"https://example.com/journal-log-{n}")[0] for n in range(50)]
     database = connection.settings_dict["NAME"]
-    reader = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
+    reader = database_reader()
     counter = ClickCounter(roll_up_interval=3600)
     logs = []
     try:
@@ -315,8 +328,7 @@ def test_roll_ups_under_steady_reads_leave_the_write_ahead_log_no_longer():
             for link in links:
                 counter.record(link.pk)
             assert counter.flush() == len(links)
-            reader.execute("BEGIN")
-            assert reader.execute("SELECT count(*) FROM links_link").fetchone() == (len(links),)
+            assert read_under_way(reader) == len(links)
             counter.roll_up()
             reader.commit()
             assert counter.flush() == 0
@@ -336,20 +348,18 @@ def test_the_checkpoint_after_a_roll_up_stops_once_the_roll_up_is_copied():
     # steady writes must not keep a checkpoint running at every flush.
     link, _ = shorten_url(url="https://example.com/journal-log-writes")
     database = connection.settings_dict["NAME"]
-    first, later = (sqlite3.connect(f"file:{database}?mode=ro", uri=True) for _ in range(2))
+    first, later = database_reader(), database_reader()
     counter = ClickCounter(roll_up_interval=3600)
     try:
         counter.record(link.pk)
         counter.flush()
-        first.execute("BEGIN")
-        first.execute("SELECT count(*) FROM links_link").fetchone()
+        read_under_way(first)
         counter.roll_up()
         counter.flush()  # the first reader still reads: the roll-up stays in the log
         rolled_up, copied = write_ahead_log(database)
         assert copied < rolled_up
         first.commit()
-        later.execute("BEGIN")
-        later.execute("SELECT count(*) FROM links_link").fetchone()
+        read_under_way(later)
         shorten_url(url="https://example.com/journal-log-written-later")
         counter.flush()
         in_log, copied = write_ahead_log(database)
