@@ -37,6 +37,7 @@ class ShortenerApplication:
                 if self.fast_path is not None:
                     # Connects (and on PostgreSQL starts listening) off the event loop.
                     await asyncio.to_thread(self.fast_path.start)
+                    self.fast_path.keep_table()
                 await asyncio.to_thread(click_counter.roll_up_left_over)
                 set_start_up_objects_aside()
                 await send({"type": "lifespan.startup.complete"})

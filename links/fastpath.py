@@ -42,8 +42,10 @@ import logging
 import mmap
 import os
 import re
+import secrets
 import sqlite3
 import struct
+import subprocess
 import sys
 import threading
 import time
@@ -65,6 +67,7 @@ from links.models import LinkState, LinkStatus, status_of
 from links.negotiation import prefers_html
 from links.pages import visitor_error_page
 from links.protocol import header_lines
+from links.redirect_table import DELEGATE, CachedLink, RedirectTable, write_table
 from links.slugs import RESERVED_SLUGS
 from links.visitors import is_counted_visit
 
@@ -157,16 +160,6 @@ def _accept_header(scope) -> str | None:
     return None if accept is None else accept.decode("latin-1")
 
 
-# A cached link: (link id, its Location's bytes, the seconds since the epoch
-# after which it no longer holds: its expiry). A plain tuple of a number, bytes
-# and a float, not a dataclass: CPython's collector stops tracking such a tuple
-# once it has seen it, so a full cache adds nothing to the collector's full
-# passes. Those walked every cached object (with start-up's and the click
-# tally's) and paused a worker for 55-125 ms at 1,000,000 links
-# (docs/performance.md, 2026-11-29, evening).
-CachedLink = tuple[int, bytes, float]
-
-
 def entry_bytes(slug: str, entry: CachedLink) -> int:
     """What keeping `entry` under `slug` costs a worker's memory, near enough."""
     return ENTRY_OVERHEAD_BYTES + len(slug) + len(entry[1])
@@ -179,8 +172,6 @@ class Miss:
     slug: str
 
 
-# A cached answer that this module does not give: Django decides.
-DELEGATE: CachedLink = (0, b"", 0.0)
 # A row written around the model that cannot be read here (a malformed date in
 # SQLite's text, or a number): Django answers it, as Django reads it.
 UNREADABLE_ROW = ("unreadable",)
@@ -188,9 +179,9 @@ NEVER = float("inf")
 
 
 # No clicks: they matter only to a limited link's status, and a limited link is
-# handed to Django before its status is asked (RedirectFastPath._answer), so the
+# handed to Django before its status is asked (cached_link), so the
 # counters table (models.LinkClicks) is never read here (bench/miss_cost.py).
-LINK_COLUMNS = "id, original_url, is_active, expires_at, max_clicks"  # as _answer unpacks them
+LINK_COLUMNS = "id, original_url, is_active, expires_at, max_clicks"  # as cached_link unpacks them
 LINK_QUERY = f"SELECT {LINK_COLUMNS} FROM links_link WHERE slug = ?"  # noqa: S608 - constants
 POSTGRES_LINK_QUERY = LINK_QUERY.replace("?", "%s")
 VERSION_QUERY = "SELECT version FROM links_linktableversion WHERE id = 1"
@@ -217,7 +208,7 @@ def stored_datetime(value: str) -> datetime:
 
 
 def link_row(row: tuple | None) -> tuple | None:
-    """LINK_COLUMNS as RedirectFastPath._answer reads them: None (no such link),
+    """LINK_COLUMNS as cached_link reads them: None (no such link),
     or UNREADABLE_ROW for an expiry Django must read."""
     if row is None:
         return None
@@ -227,6 +218,31 @@ def link_row(row: tuple | None) -> tuple | None:
     except (TypeError, ValueError):
         return UNREADABLE_ROW
     return (link_id, url, bool(is_active), expires, max_clicks)
+
+
+def cached_link(row: tuple | None) -> CachedLink | None:
+    """What the fast path keeps for a link's row (link_row): None (no such
+    link), DELEGATE (Django answers it) or the link to redirect to. The redirect
+    table (links.redirect_table) holds the same, made here too."""
+    if row is None:
+        return None
+    if row is UNREADABLE_ROW:
+        return DELEGATE
+    link_id, url, is_active, expires_at, max_clicks = row
+    # Limited links take their click in the database (exact across
+    # workers): Django's view does that. Checked first, and the status on a
+    # plain tuple, not a model instance: building a Link was most of a
+    # miss's cost (docs/performance.md, 2026-11-29). Unlimited, so no
+    # rule reads its clicks. A URL that is not plain printable ASCII (a row
+    # written around the model's validation) is Django's to answer: the
+    # location goes into the response's bytes as it is (links.protocol).
+    if max_clicks is not None or not (url.isascii() and url.isprintable()):
+        return DELEGATE
+    state = LinkState(is_active=is_active, expires_at=expires_at, max_clicks=None, clicks=0)
+    if status_of(link=state) != LinkStatus.ACTIVE:
+        return DELEGATE
+    valid_until = expires_at.timestamp() if expires_at is not None else NEVER
+    return (link_id, url.encode("ascii"), valid_until)
 
 
 # The first copy of a WAL index's header (sqlite.org/walformat.html, "The
@@ -551,6 +567,209 @@ def links_from_settings() -> SQLiteLinks | PostgresLinks:
     return SQLiteLinks(database["NAME"])
 
 
+# The facts a redirect table is checked against, in one statement and so one
+# snapshot: the database's identity (PRAGMA user_version, set by the first
+# build: a database made anew, whose links version starts again at 1, has
+# another), the links version, and the largest link id.
+TABLE_FACTS_QUERY = (
+    f"SELECT (SELECT user_version FROM pragma_user_version()), ({VERSION_QUERY}), "  # noqa: S608 - constants
+    "(SELECT coalesce(max(id), 0) FROM links_link), (SELECT count(*) FROM links_link)"
+)
+TABLE_ROWS_QUERY = f"SELECT slug, {LINK_COLUMNS} FROM links_link"  # noqa: S608 - constants
+# Links created since a table was built are read from the database, a
+# statement a miss: the table is built again once they outnumber an eighth of
+# it (and this many).
+NEW_LINKS_BEFORE_REBUILD = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class TableFacts:
+    identity: int
+    version: int
+    max_link_id: int
+    link_count: int
+
+    @classmethod
+    def read(cls, cursor: sqlite3.Cursor) -> "TableFacts":
+        return cls(*cursor.execute(TABLE_FACTS_QUERY).fetchone())
+
+    def outdate(self, table: RedirectTable | None) -> bool:
+        """Whether `table` should be built again for this database as it is."""
+        if table is None or table.identity != self.identity or table.version != self.version:
+            return True
+        return self.max_link_id - table.max_link_id > table.link_count // 8 + NEW_LINKS_BEFORE_REBUILD
+
+
+def redirect_table_path(database: Path) -> Path:
+    """Where the redirect table of the SQLite file `database` is: beside it."""
+    return Path(f"{database}.redirects")
+
+
+def open_redirect_table(path: Path) -> RedirectTable | None:
+    try:
+        return RedirectTable(path)
+    except (OSError, ValueError):
+        return None  # none yet, or not a whole table: misses read the database
+
+
+def build_redirect_table(*, database: Path, path: Path) -> RedirectTable | None:
+    """Build the redirect table of `database` at `path` (links.redirect_table),
+    unless the one there is up to date: every link's cached_link, read in one
+    snapshot with the links version. None when another build holds the lock."""
+    path = Path(path)
+    lock = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return None
+        connection = sqlite3.connect(database, timeout=20, isolation_level=None)
+        try:
+            if connection.execute("PRAGMA user_version").fetchone()[0] == 0:
+                connection.execute(f"PRAGMA user_version = {secrets.randbelow(2**31 - 1) + 1}")
+            cursor = connection.cursor()
+            cursor.execute("BEGIN")
+            facts = TableFacts.read(cursor)
+            current = open_redirect_table(path)
+            if not facts.outdate(current):
+                return current
+            rows = cursor.execute(TABLE_ROWS_QUERY)
+            entries = (
+                (slug.encode("ascii"), entry)
+                for slug, *row in rows
+                if slug.isascii() and (entry := cached_link(link_row(tuple(row)))) is not None
+            )
+            partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+            try:
+                write_table(
+                    partial,
+                    version=facts.version,
+                    identity=facts.identity,
+                    max_link_id=facts.max_link_id,
+                    link_count=facts.link_count,
+                    entries=entries,
+                )
+                os.replace(partial, path)
+            finally:
+                partial.unlink(missing_ok=True)
+            cursor.execute("COMMIT")
+        finally:
+            connection.close()
+        return RedirectTable(path)
+    finally:
+        os.close(lock)
+
+
+class RedirectTableKeeper:
+    """A thread of a worker's own that keeps its fast path reading the newest
+    redirect table: it maps a table once it is renamed into place, withdraws
+    one built from another database, and has one built (manage.py
+    build_redirect_table, in a process of its own) when the table is missing
+    or out of date (TableFacts.outdate). Builds are spaced by ten times the
+    last one's length, at least `rebuild_wait` seconds: a build at 1,000,000
+    links takes a few seconds of a CPU, at most a tenth of one."""
+
+    def __init__(
+        self,
+        fast_path: "RedirectFastPath",
+        *,
+        database: Path,
+        path: Path,
+        every: float = 1.0,
+        rebuild_wait: float = 10.0,
+    ):
+        self.fast_path = fast_path
+        self.database = Path(database)
+        self.path = Path(path)
+        self.every = every
+        self.rebuild_wait = rebuild_wait
+        self._table: RedirectTable | None = None
+        self._connection: sqlite3.Connection | None = None
+        self._builder: subprocess.Popen | None = None
+        self._build_started = -float("inf")
+        self._next_build = -float("inf")
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="redirect-table-keeper", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    def _run(self) -> None:
+        while True:
+            try:
+                self.keep()
+            except Exception as error:
+                logger.warning("redirect table keeper: %s", error)
+                self.fast_path.table = None
+                if self._connection is not None:
+                    self._connection.close()
+                    self._connection = None
+            if self._stop.wait(self.every):
+                return
+
+    def _facts(self) -> TableFacts:
+        if self._connection is None:
+            # Used by the keeper's thread, and closed by whoever stops it.
+            self._connection = sqlite3.connect(
+                f"file:{self.database}?mode=ro", uri=True, timeout=5, check_same_thread=False
+            )
+        return TableFacts.read(self._connection.cursor())
+
+    def _newest_table(self) -> RedirectTable | None:
+        try:
+            known = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        if self._table is None or self._table.stamp != (known.st_dev, known.st_ino, known.st_mtime_ns):
+            self._table = open_redirect_table(self.path)
+        return self._table
+
+    def keep(self) -> None:
+        """One pass: map the newest table, publish it if it is this database's,
+        and start a build if one is due."""
+        table = self._newest_table()
+        facts = self._facts()
+        self.fast_path.table = table if table is not None and table.identity == facts.identity else None
+        if facts.outdate(table):
+            self._build()
+
+    def _build(self) -> None:
+        now = time.monotonic()
+        if self._builder is not None:
+            if self._builder.poll() is None:
+                return
+            self._next_build = self._build_started + max(self.rebuild_wait, 11 * (now - self._build_started))
+            self._builder = None
+        if now < self._next_build:
+            return
+        self._build_started = now
+        self._builder = subprocess.Popen(
+            [
+                sys.executable,
+                str(settings.BASE_DIR / "manage.py"),
+                "build_redirect_table",
+                "--database",
+                str(self.database),
+                "--table",
+                str(self.path),
+            ],
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+    @property
+    def building(self) -> bool:
+        return self._builder is not None and self._builder.poll() is None
+
+
 class Doorkeeper:
     """Which keys have missed once lately: a full cache admits a link at its
     second miss since the table was last cleared, which it is, whole, after
@@ -610,6 +829,10 @@ class RedirectFastPath:
         # The links version the cache was filled under.
         self._version: int | None = None
         self._hosts: dict[bytes, bool] = {}
+        # The redirect table this worker reads misses from (SQLite), put here
+        # by its RedirectTableKeeper.
+        self.table: RedirectTable | None = None
+        self._table_keeper: RedirectTableKeeper | None = None
         self._not_found = _error_answer(URL_NOT_FOUND, 404)
         self._not_found_page = _page_answer(URL_NOT_FOUND, 404)
         self._bad_host = _error_answer(INVALID_HOST, 400)
@@ -626,35 +849,27 @@ class RedirectFastPath:
         except DATABASE_ERRORS:
             pass  # not migrated yet: the first request tries again
 
-    def close(self) -> None:
-        self.links.close()
+    def keep_table(self) -> None:
+        """On SQLite, with the redirect table on (SHORTENER_REDIRECT_TABLE), read
+        misses from it: a keeper thread maps it and has it built."""
+        if self._table_keeper is None and settings.REDIRECT_TABLE and isinstance(self.links, SQLiteLinks):
+            self._table_keeper = RedirectTableKeeper(
+                self, database=self.links.path, path=redirect_table_path(self.links.path)
+            )
+            self._table_keeper.start()
 
-    @staticmethod
-    def _answer(row: tuple | None) -> CachedLink | None:
-        if row is None:
-            return None
-        if row is UNREADABLE_ROW:
-            return DELEGATE
-        link_id, url, is_active, expires_at, max_clicks = row
-        # Limited links take their click in the database (exact across
-        # workers): Django's view does that. Checked first, and the status on a
-        # plain tuple, not a model instance: building a Link was most of a
-        # miss's cost (docs/performance.md, 2026-11-29). Unlimited, so no
-        # rule reads its clicks. A URL that is not plain printable ASCII (a row
-        # written around the model's validation) is Django's to answer: the
-        # location goes into the response's bytes as it is (links.protocol).
-        if max_clicks is not None or not (url.isascii() and url.isprintable()):
-            return DELEGATE
-        state = LinkState(is_active=is_active, expires_at=expires_at, max_clicks=None, clicks=0)
-        if status_of(link=state) != LinkStatus.ACTIVE:
-            return DELEGATE
-        valid_until = expires_at.timestamp() if expires_at is not None else NEVER
-        return (link_id, url.encode("ascii"), valid_until)
+    def close(self) -> None:
+        if self._table_keeper is not None:
+            self._table_keeper.stop()
+        self.links.close()
 
     def _remember(self, slug: str, version: int | None, row: tuple | None) -> CachedLink | None:
         """The answer for a row read under `version`, kept in the cache filed
         under that version (not kept if None: a change arrived while it was read)."""
-        entry = self._answer(row)
+        return self._keep(slug, version, cached_link(row))
+
+    def _keep(self, slug: str, version: int | None, entry: CachedLink | None) -> CachedLink | None:
+        """`entry`, kept in the cache filed under `version` (as _remember)."""
         # "No such link" is not cached, so creating a link invalidates nothing.
         if entry is None or version is None:
             return entry
@@ -712,6 +927,13 @@ class RedirectFastPath:
                 self._file_under(version)
             if self.links.blocking:
                 return Miss(slug=slug)
+            table = self.table
+            if table is not None:
+                # Trusted only while the links version it was built at holds;
+                # a slug it lacks (a link created since) is read below.
+                version = self.links.version()
+                if version == table.version and (entry := table.get(slug)) is not None:
+                    return self._keep(slug, version, entry)
             return self._remember(slug, *self.links.load(slug))
         except DATABASE_ERRORS:
             return self._database_failed()

@@ -56,6 +56,10 @@ REDIRECT_FAST_PATH = env.bool("SHORTENER_REDIRECT_FAST_PATH", default=True)
 # 24 MiB more a worker at 1,000,000 links (docs/performance.md, 2026-11-30, fifth).
 # 0 turns the cache off.
 REDIRECT_CACHE_BYTES = int(env.float("SHORTENER_REDIRECT_CACHE_MIB", default=8) * 2**20)
+# On SQLite, misses of that cache are read from the redirect table
+# (links/redirect_table.py): a file beside the database, shared by the workers
+# through the page cache, built again in a process of its own after a change.
+REDIRECT_TABLE = env.bool("SHORTENER_REDIRECT_TABLE", default=True)
 
 SLUG_LENGTH = env.int("SHORTENER_SLUG_LENGTH", default=7)
 MAX_URL_LENGTH = env.int("SHORTENER_MAX_URL_LENGTH", default=2048)

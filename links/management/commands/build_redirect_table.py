@@ -1,0 +1,35 @@
+"""Build the redirect table of the SQLite database (links/redirect_table.py).
+
+Workers run this themselves when the table is missing or out of date; by hand
+it is needed only to have it ready before the first request."""
+
+import time
+from pathlib import Path
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from links.fastpath import build_redirect_table, redirect_table_path
+
+
+class Command(BaseCommand):
+    help = "Build the redirect table beside the SQLite database, unless it is up to date."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--database", type=Path, help="the SQLite file (default: the site's)")
+        parser.add_argument("--table", type=Path, help="the table's file (default: beside the database)")
+
+    def handle(self, *args, database: Path | None, table: Path | None, **options):
+        if database is None:
+            if settings.DATABASES["default"]["ENGINE"] != "django.db.backends.sqlite3":
+                raise CommandError("the redirect table is for a SQLite database")
+            database = Path(settings.DATABASES["default"]["NAME"])
+        started = time.monotonic()
+        built = build_redirect_table(database=database, path=table or redirect_table_path(database))
+        if built is None:
+            self.stdout.write("redirect table: another build is under way")
+        else:
+            self.stdout.write(
+                f"redirect table: {built.link_count} links at links version {built.version} "
+                f"({time.monotonic() - started:.1f} s)"
+            )

@@ -1,0 +1,311 @@
+"""The redirect table (links/redirect_table.py) on real SQLite files: it holds
+what the fast path would cache for every link, it is trusted only while the
+links version it was built at holds, and a worker's keeper has it built in a
+process of its own and maps the new file."""
+
+import asyncio
+import fcntl
+import os
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import closing
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from links.fastpath import (
+    LINK_QUERY,
+    RedirectFastPath,
+    RedirectTableKeeper,
+    SQLiteLinks,
+    TableFacts,
+    build_redirect_table,
+    cached_link,
+    link_row,
+    open_redirect_table,
+    redirect_table_path,
+)
+from links.models import LinkTableVersion
+from links.redirect_table import (
+    DELEGATE,
+    HEADER_BYTES,
+    LONGEST_FIELD,
+    RedirectTable,
+    TableError,
+    slot_count_for,
+    write_table,
+)
+from links.services import shorten_url, update_link
+from tests.conftest import ON_POSTGRES
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(ON_POSTGRES, reason="the redirect table is SQLite's"),
+]
+
+
+@pytest.fixture(autouse=True)
+def version_row():
+    LinkTableVersion.objects.get_or_create(pk=1)
+
+
+def links_of_every_kind() -> list[str]:
+    """Links the fast path answers and links it hands to Django, as the site makes them."""
+    now = timezone.now()
+    shorten_url(url="https://example.com/active", slug="active")
+    shorten_url(url="https://example.com/limited", slug="limited", max_clicks=5)
+    shorten_url(url="https://example.com/later", slug="expires-later", expires_at=now + timedelta(days=1))
+    expired, _ = shorten_url(
+        url="https://example.com/expired", slug="expired", expires_at=now + timedelta(days=1)
+    )
+    disabled, _ = shorten_url(url="https://example.com/disabled", slug="disabled")
+    update_link(link=disabled, is_active=False)
+    with connection.cursor() as cursor:
+        # Rows written around the model: an expiry already past, a URL that
+        # is not plain ASCII (Django answers both).
+        cursor.execute(
+            "UPDATE links_link SET expires_at = %s WHERE id = %s", [now - timedelta(hours=1), expired.pk]
+        )
+        shorten_url(url="https://example.com/plain", slug="non-ascii")
+        cursor.execute(
+            "UPDATE links_link SET original_url = %s WHERE slug = 'non-ascii'", ["https://example.com/é"]
+        )
+    return ["active", "limited", "expires-later", "expired", "disabled", "non-ascii"]
+
+
+def copy_of_test_database(copy: Path) -> Path:
+    with closing(sqlite3.connect(connection.settings_dict["NAME"])) as source:
+        with closing(sqlite3.connect(copy)) as target:
+            source.backup(target)
+            target.execute("PRAGMA journal_mode=wal")
+    return copy
+
+
+def cached_link_in(database: Path, slug: str):
+    """What the fast path caches for `slug`, read from the database as a miss reads it."""
+    with closing(sqlite3.connect(database)) as reader:
+        return cached_link(link_row(reader.execute(LINK_QUERY, (slug,)).fetchone()))
+
+
+def write_in(database: Path, sql: str, params: tuple = ()) -> None:
+    """A write by another connection, committed."""
+    with closing(sqlite3.connect(database)) as writer, writer:
+        writer.execute(sql, params)
+
+
+@pytest.fixture
+def database(tmp_path) -> Path:
+    links_of_every_kind()
+    return copy_of_test_database(tmp_path / "site.sqlite3")
+
+
+@pytest.fixture
+def fast_path(database) -> Iterator[RedirectFastPath]:
+    fast_path = RedirectFastPath(links=SQLiteLinks(database), max_bytes=1 << 20)
+    yield fast_path
+    fast_path.close()
+
+
+def lookup(fast_path: RedirectFastPath, slug: str):
+    return asyncio.run(fast_path.lookup(slug))
+
+
+def statements_run(fast_path: RedirectFastPath, slug: str) -> tuple[object, list[str]]:
+    """`slug`'s answer and the SQL statements it took."""
+    statements = []
+    fast_path.links._database().set_trace_callback(statements.append)
+    try:
+        return lookup(fast_path, slug), statements
+    finally:
+        fast_path.links._database().set_trace_callback(None)
+
+
+def test_the_table_holds_what_a_miss_would_read_for_every_link(database):
+    table = build_redirect_table(database=database, path=redirect_table_path(database))
+    slugs = ["active", "limited", "expires-later", "expired", "disabled", "non-ascii"]
+    for slug in slugs:
+        assert table.get(slug) == cached_link_in(database, slug), slug
+    # Both kinds are there: answered in place, and Django's.
+    assert table.get("active")[1] == b"https://example.com/active"
+    assert table.get("expires-later")[2] > time.time()
+    assert {slug for slug in slugs if table.get(slug) is DELEGATE} == {
+        "limited",
+        "expired",
+        "disabled",
+        "non-ascii",
+    }
+    assert table.get("no-such-link") is None
+    assert table.link_count == len(slugs)
+    facts = TableFacts.read(sqlite3.connect(database).cursor())
+    assert (table.version, table.identity, table.max_link_id) == (
+        facts.version,
+        facts.identity,
+        facts.max_link_id,
+    )
+    assert facts.identity != 0, "the first build gives the database an identity"
+
+
+def test_many_slugs_sharing_slots_are_each_found(tmp_path):
+    # 5,000 links in 16,384 slots: many first slots are taken, and found by probing.
+    entries = [
+        (f"s{i}".encode(), (i + 1, f"https://example.com/{i}".encode(), float(i))) for i in range(5000)
+    ]
+    path = tmp_path / "table"
+    write_table(path, version=7, identity=3, max_link_id=5000, link_count=len(entries), entries=entries)
+    table = RedirectTable(path)
+    assert table._mask + 1 == slot_count_for(5000) == 16384
+    for slug, entry in entries:
+        assert table.get(slug.decode()) == entry
+    assert all(table.get(f"t{i}") is None for i in range(5000))
+    assert (table.version, table.identity, table.link_count) == (7, 3, 5000)
+
+
+def test_a_location_too_long_for_a_record_is_left_to_django(tmp_path):
+    long_location = b"https://example.com/" + b"a" * LONGEST_FIELD
+    entries = [
+        (b"long", (1, long_location, float("inf"))),
+        (b"s" * (LONGEST_FIELD + 1), (2, b"https://example.com/", float("inf"))),
+        (b"short", (3, b"https://example.com/", float("inf"))),
+    ]
+    path = tmp_path / "table"
+    write_table(path, version=1, identity=1, max_link_id=3, link_count=3, entries=entries)
+    table = RedirectTable(path)
+    assert table.get("long") is DELEGATE
+    assert table.get("short") == (3, b"https://example.com/", float("inf"))
+    assert table.link_count == 2, "a slug too long for a record is not held (the fast path never asks it)"
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        pytest.param(lambda data: data[: len(data) // 2], id="cut short"),
+        pytest.param(lambda data: data[:10], id="shorter than its header"),
+        pytest.param(lambda data: b"NOTATABL" + data[8:], id="another magic"),
+        pytest.param(lambda data: b"", id="empty"),
+    ],
+)
+def test_a_file_that_is_not_a_whole_table_is_not_read(tmp_path, damage):
+    path = tmp_path / "table"
+    write_table(
+        path,
+        version=1,
+        identity=1,
+        max_link_id=1,
+        link_count=1,
+        entries=[(b"a", (1, b"https://a.example/", 1.0))],
+    )
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(TableError):
+        RedirectTable(path)
+    assert open_redirect_table(path) is None
+    assert open_redirect_table(tmp_path / "missing") is None
+
+
+def test_a_build_is_skipped_while_the_table_is_current_and_while_another_holds_the_lock(database):
+    path = redirect_table_path(database)
+    first = build_redirect_table(database=database, path=path)
+    again = build_redirect_table(database=database, path=path)
+    assert again.stamp == first.stamp, "an up-to-date table is not written again"
+    write_in(database, "UPDATE links_link SET is_active = 0 WHERE slug = 'active'")
+    with open(f"{path}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        assert build_redirect_table(database=database, path=path) is None
+    rebuilt = build_redirect_table(database=database, path=path)
+    assert rebuilt.stamp != first.stamp
+    assert rebuilt.version == first.version + 1
+    assert rebuilt.get("active") is DELEGATE
+    assert not list(path.parent.glob("*.partial"))
+
+
+def test_many_links_created_since_the_build_outdate_the_table(database):
+    table = build_redirect_table(database=database, path=redirect_table_path(database))
+    facts = TableFacts.read(sqlite3.connect(database).cursor())
+    assert not facts.outdate(table)
+    allowed = table.link_count // 8 + 1000
+    assert not TableFacts(facts.identity, facts.version, facts.max_link_id + allowed, 0).outdate(table)
+    assert TableFacts(facts.identity, facts.version, facts.max_link_id + allowed + 1, 0).outdate(table)
+    assert TableFacts(facts.identity + 1, facts.version, facts.max_link_id, 0).outdate(table)
+    assert facts.outdate(None)
+
+
+def test_a_miss_is_answered_from_the_table_without_a_statement(fast_path, database):
+    fast_path.table = build_redirect_table(database=database, path=redirect_table_path(database))
+    entry, statements = statements_run(fast_path, "active")
+    assert entry[1] == b"https://example.com/active"
+    assert not any("links_link WHERE slug" in statement for statement in statements), statements
+
+
+def test_a_link_disabled_after_the_build_stops_redirecting_at_once(fast_path, database):
+    fast_path.table = build_redirect_table(database=database, path=redirect_table_path(database))
+    write_in(database, "UPDATE links_link SET is_active = 0 WHERE slug = 'active'")
+    assert fast_path.table.get("active") is not DELEGATE, "the table is as of its build"
+    entry, statements = statements_run(fast_path, "active")
+    assert entry is DELEGATE, "a changed links version leaves the table aside: the row is read"
+    assert any("links_link WHERE slug" in statement for statement in statements)
+
+
+def test_a_link_created_after_the_build_is_read_from_the_database(fast_path, database):
+    fast_path.table = build_redirect_table(database=database, path=redirect_table_path(database))
+    write_in(
+        database,
+        "INSERT INTO links_link (slug, original_url, is_canonical, is_active, created_at, max_clicks) "
+        "VALUES ('newer', 'https://example.com/newer', 0, 1, '2026-12-01 00:00:00', NULL)",
+    )
+    assert fast_path.table.get("newer") is None
+    assert lookup(fast_path, "newer")[1] == b"https://example.com/newer"
+    assert lookup(fast_path, "still-nothing") is None
+
+
+def wait_for(condition, *, seconds: float = 60, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"no {what} within {seconds} s"
+        time.sleep(0.05)
+
+
+def test_a_keeper_has_the_table_built_in_a_process_and_follows_changes(fast_path, database):
+    path = redirect_table_path(database)
+    keeper = RedirectTableKeeper(fast_path, database=database, path=path, every=0.05, rebuild_wait=0.2)
+    keeper.start()
+    try:
+        wait_for(lambda: fast_path.table is not None, what="table built and mapped")
+        first = fast_path.table
+        assert first.get("active")[1] == b"https://example.com/active"
+        assert keeper._builder.pid != os.getpid()
+        write_in(database, "UPDATE links_link SET is_active = 0 WHERE slug = 'active'")
+        wait_for(lambda: fast_path.table.version == first.version + 1, what="table rebuilt after the change")
+        assert fast_path.table.get("active") is DELEGATE
+        assert lookup(fast_path, "active") is DELEGATE
+    finally:
+        keeper.stop()
+    wait_for(lambda: not keeper.building, what="builder's end")
+
+
+def test_a_table_of_another_database_is_not_read(fast_path, database, tmp_path):
+    # The database made anew (a fresh volume) beside an old table: its links
+    # version may have come back to the table's.
+    other = copy_of_test_database(tmp_path / "other.sqlite3")
+    path = redirect_table_path(database)
+    build_redirect_table(database=other, path=path)
+    write_in(database, "PRAGMA user_version = 12345")
+    keeper = RedirectTableKeeper(fast_path, database=database, path=path, rebuild_wait=0.1)
+    try:
+        keeper.keep()
+        assert fast_path.table is None
+        assert keeper.building, "and one of this database is built"
+        wait_for(lambda: not keeper.building, what="build")
+        keeper.keep()
+        assert fast_path.table is not None and fast_path.table.identity == 12345
+    finally:
+        keeper.stop()
+
+
+def test_a_header_records_the_files_length(tmp_path):
+    path = tmp_path / "table"
+    write_table(path, version=1, identity=1, max_link_id=0, link_count=0, entries=[])
+    assert path.stat().st_size == HEADER_BYTES + 8 * slot_count_for(0)
+    assert RedirectTable(path).get("anything") is None
