@@ -570,10 +570,12 @@ def links_from_settings() -> SQLiteLinks | PostgresLinks:
 # The facts a redirect table is checked against, in one statement and so one
 # snapshot: the database's identity (PRAGMA user_version, set by the first
 # build: a database made anew, whose links version starts again at 1, has
-# another), the links version, and the largest link id.
+# another), the links version, and the largest link id. Asked every second by
+# every worker, so nothing that reads the whole table: a count(*) of 1,000,000
+# links cut the uniform mix's throughput by a fifth (docs/performance.md).
 TABLE_FACTS_QUERY = (
     f"SELECT (SELECT user_version FROM pragma_user_version()), ({VERSION_QUERY}), "  # noqa: S608 - constants
-    "(SELECT coalesce(max(id), 0) FROM links_link), (SELECT count(*) FROM links_link)"
+    "(SELECT coalesce(max(id), 0) FROM links_link)"
 )
 TABLE_ROWS_QUERY = f"SELECT slug, {LINK_COLUMNS} FROM links_link"  # noqa: S608 - constants
 # Links created since a table was built are read from the database, a
@@ -587,7 +589,6 @@ class TableFacts:
     identity: int
     version: int
     max_link_id: int
-    link_count: int
 
     @classmethod
     def read(cls, cursor: sqlite3.Cursor) -> "TableFacts":
@@ -627,12 +628,14 @@ def build_redirect_table(*, database: Path, path: Path) -> RedirectTable | None:
         try:
             if connection.execute("PRAGMA user_version").fetchone()[0] == 0:
                 connection.execute(f"PRAGMA user_version = {secrets.randbelow(2**31 - 1) + 1}")
+            started_at = time.time()
             cursor = connection.cursor()
             cursor.execute("BEGIN")
             facts = TableFacts.read(cursor)
             current = open_redirect_table(path)
             if not facts.outdate(current):
                 return current
+            (link_count,) = cursor.execute("SELECT count(*) FROM links_link").fetchone()
             rows = cursor.execute(TABLE_ROWS_QUERY)
             entries = (
                 (slug.encode("ascii"), entry)
@@ -646,8 +649,9 @@ def build_redirect_table(*, database: Path, path: Path) -> RedirectTable | None:
                     version=facts.version,
                     identity=facts.identity,
                     max_link_id=facts.max_link_id,
-                    link_count=facts.link_count,
+                    link_count=link_count,
                     entries=entries,
+                    started_at=started_at,
                 )
                 os.replace(partial, path)
             finally:
@@ -660,14 +664,25 @@ def build_redirect_table(*, database: Path, path: Path) -> RedirectTable | None:
         os.close(lock)
 
 
+# A table is built again no sooner than this many times its last build's
+# length after it (a build of 1,000,000 links takes seconds of a CPU): under a
+# stream of changes, builds take at most a tenth of one CPU, whatever the
+# number of workers asking for them.
+BUILD_SPACING = 9
+# The longest wait between builds that keep failing, in seconds.
+MAX_BUILD_BACKOFF = 900
+
+
 class RedirectTableKeeper:
     """A thread of a worker's own that keeps its fast path reading the newest
     redirect table: it maps a table once it is renamed into place, withdraws
     one built from another database, and has one built (manage.py
     build_redirect_table, in a process of its own) when the table is missing
-    or out of date (TableFacts.outdate). Builds are spaced by ten times the
-    last one's length, at least `rebuild_wait` seconds: a build at 1,000,000
-    links takes a few seconds of a CPU, at most a tenth of one."""
+    or out of date (TableFacts.outdate). Builds are spaced by BUILD_SPACING
+    times the last one's length, read from the table (shared by the workers),
+    and at least `rebuild_wait` seconds; after a worker's own builder ends
+    (having found another's under way, say) it waits `rebuild_wait` too, and
+    longer after failures."""
 
     def __init__(
         self,
@@ -686,8 +701,8 @@ class RedirectTableKeeper:
         self._table: RedirectTable | None = None
         self._connection: sqlite3.Connection | None = None
         self._builder: subprocess.Popen | None = None
-        self._build_started = -float("inf")
-        self._next_build = -float("inf")
+        self._next_build = -float("inf")  # time.monotonic()
+        self._failures = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="redirect-table-keeper", daemon=True)
 
@@ -737,20 +752,38 @@ class RedirectTableKeeper:
         and start a build if one is due."""
         table = self._newest_table()
         facts = self._facts()
-        self.fast_path.table = table if table is not None and table.identity == facts.identity else None
+        if table is not None and table.identity != facts.identity:
+            table = None
+        self.fast_path.table = table
         if facts.outdate(table):
-            self._build()
+            self._build(after=table)
 
-    def _build(self) -> None:
-        now = time.monotonic()
+    def _build(self, *, after: RedirectTable | None) -> None:
+        """Start a builder, unless one is under way or it is too soon after the
+        build of `after` (this database's table, out of date) or our last one."""
         if self._builder is not None:
-            if self._builder.poll() is None:
+            exit_status = self._builder.poll()
+            if exit_status is None:
                 return
-            self._next_build = self._build_started + max(self.rebuild_wait, 11 * (now - self._build_started))
             self._builder = None
-        if now < self._next_build:
+            # A build that fails (a full disk, a read-only folder) fails again:
+            # each failure doubles the wait, up to MAX_BUILD_BACKOFF, so its
+            # error reaches the log a few times an hour, not every few seconds.
+            self._failures = self._failures + 1 if exit_status else 0
+            if exit_status:
+                logger.warning(
+                    "redirect table: the build exited with %s (failure %d); misses read the database",
+                    exit_status,
+                    self._failures,
+                )
+            wait = min(MAX_BUILD_BACKOFF, self.rebuild_wait * 2**self._failures)
+            self._next_build = time.monotonic() + wait
+        if time.monotonic() < self._next_build:
             return
-        self._build_started = now
+        if after is not None:
+            spacing = max(self.rebuild_wait, BUILD_SPACING * (after.build_ended_at - after.build_started_at))
+            if time.time() < after.build_ended_at + spacing:
+                return
         self._builder = subprocess.Popen(
             [
                 sys.executable,

@@ -28,6 +28,7 @@ and the Location, then the slug's and the Location's bytes, padded to 8 bytes.
 import mmap
 import os
 import struct
+import time
 from array import array
 from collections.abc import Iterable
 from pathlib import Path
@@ -35,9 +36,10 @@ from zlib import crc32
 
 MAGIC = b"SHRTTBL1"
 # magic, links version, database identity (PRAGMA user_version), slot count,
-# links held, the largest link id read, the file's length.
-HEADER = struct.Struct("=8sqqqqqq")
-HEADER_BYTES = 64
+# links held, the largest link id read, the file's length, and when its build
+# started and ended (seconds since the epoch).
+HEADER = struct.Struct("=8sqqqqqqdd")
+HEADER_BYTES = 128
 RECORD = struct.Struct("=qdHH")
 # A record's slug and Location are at most this long (their lengths are 16-bit):
 # a longer Location is kept as DELEGATE (Django answers it), a longer slug not
@@ -82,9 +84,13 @@ def write_table(
     max_link_id: int,
     link_count: int,
     entries: Iterable[tuple[bytes, CachedLink]],
+    started_at: float | None = None,
 ) -> None:
     """Write a table of `entries` (at most `link_count` of them: slug bytes and
-    the cached link) to `path`, synced, for a rename into place."""
+    the cached link) to `path`, synced, for a rename into place. `started_at`:
+    when the build began (by default, now)."""
+    if started_at is None:
+        started_at = time.time()
     slot_count = slot_count_for(link_count)
     mask = slot_count - 1
     slots = array("Q", bytes(SLOT_BYTES * slot_count))
@@ -119,7 +125,9 @@ def write_table(
         if offset // OFFSET_UNIT >= 1 << 32:
             raise ValueError("a redirect table of 32 GiB or more")
         file.seek(0)
-        header = HEADER.pack(MAGIC, version, identity, slot_count, held, max_link_id, offset)
+        header = HEADER.pack(
+            MAGIC, version, identity, slot_count, held, max_link_id, offset, started_at, time.time()
+        )
         file.write(header.ljust(HEADER_BYTES, b"\0"))
         file.write(slots.tobytes())
         file.flush()
@@ -130,7 +138,18 @@ class RedirectTable:
     """A table file mapped read-only. Its pages are the page cache's, shared by
     every process that maps it: a worker's own memory holds none of them."""
 
-    __slots__ = ("_map", "_mask", "_slots", "identity", "link_count", "max_link_id", "stamp", "version")
+    __slots__ = (
+        "_map",
+        "_mask",
+        "_slots",
+        "build_ended_at",
+        "build_started_at",
+        "identity",
+        "link_count",
+        "max_link_id",
+        "stamp",
+        "version",
+    )
 
     def __init__(self, path: Path):
         with open(path, "rb") as file:
@@ -138,7 +157,9 @@ class RedirectTable:
             if known.st_size < HEADER_BYTES:
                 raise TableError(f"{path}: too short for a redirect table")
             mapped = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
-        magic, version, identity, slot_count, link_count, max_link_id, length = HEADER.unpack_from(mapped)
+        magic, version, identity, slot_count, link_count, max_link_id, length, started, ended = (
+            HEADER.unpack_from(mapped)
+        )
         if magic != MAGIC or slot_count < 1 or slot_count & (slot_count - 1) or length != known.st_size:
             raise TableError(f"{path}: not a whole redirect table")
         self._map = mapped
@@ -148,6 +169,8 @@ class RedirectTable:
         self.identity = identity
         self.link_count = link_count
         self.max_link_id = max_link_id
+        self.build_started_at = started
+        self.build_ended_at = ended
         # Which file this is: a rebuilt table is another file, renamed over it.
         self.stamp = (known.st_dev, known.st_ino, known.st_mtime_ns)
 

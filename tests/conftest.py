@@ -6,7 +6,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -126,6 +126,25 @@ def query_database(env: dict, sql: str, params: tuple = ()) -> list[tuple]:
 # a loaded machine), and the version row is read every VERSION_POLL_SECONDS even
 # if a notification is lost: that is the bound docs/scaling.md gives.
 ON_POSTGRES = os.environ.get("DATABASE_URL", "").startswith("postgres")
+
+
+def copy_of_test_database(copy: Path, *, journal_mode: str = "wal") -> Path:
+    """A copy of the SQLite test database, as committed, at `copy`."""
+    from django.db import connection
+
+    with closing(sqlite3.connect(connection.settings_dict["NAME"])) as source:
+        with closing(sqlite3.connect(copy)) as target:
+            source.backup(target)
+            target.execute(f"PRAGMA journal_mode={journal_mode}")
+    return copy
+
+
+def disable_in(database: Path, slug: str) -> None:
+    """Another connection disables `slug` in the SQLite file `database`, committed."""
+    with closing(sqlite3.connect(database)) as writer, writer:
+        writer.execute("UPDATE links_link SET is_active = 0 WHERE slug = ?", (slug,))
+
+
 # On SQLite a flush journals its clicks (links.clicks); PostgreSQL's writes the counters.
 JOURNALS_CLICKS = pytest.mark.skipif(ON_POSTGRES, reason="the click journal is SQLite's")
 JOURNAL_WAITING = (

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
@@ -41,7 +41,15 @@ from links.fastpath import (
 )
 from links.models import DailyClicks, Link, LinkClicks, LinkStatus, LinkTableVersion
 from links.services import mark_links_changed, shorten_url, update_link
-from tests.conftest import JOURNALS_CLICKS, ON_POSTGRES, failing_writes_to, journal_waiting, site_env
+from tests.conftest import (
+    JOURNALS_CLICKS,
+    ON_POSTGRES,
+    copy_of_test_database,
+    disable_in,
+    failing_writes_to,
+    journal_waiting,
+    site_env,
+)
 from tests.project import PROJECT_DIR
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -586,20 +594,6 @@ def test_watching_the_wal_index_keeps_sqlites_own_lock_on_it(fast_path, link):
         assert answers_redirect(fast_path, link.slug)
         assert holder() == os.getpid()
         fast_path.links.reset()
-
-
-def copy_of_test_database(copy: Path, *, journal_mode: str = "wal") -> Path:
-    with closing(sqlite3.connect(connection.settings_dict["NAME"])) as source:
-        with closing(sqlite3.connect(copy)) as target:
-            source.backup(target)
-            target.execute(f"PRAGMA journal_mode={journal_mode}")
-    return copy
-
-
-def disable_in(database: Path, slug: str) -> None:
-    """Another connection disables `slug` in the SQLite file `database`, committed."""
-    with closing(sqlite3.connect(database)) as writer, writer:
-        writer.execute("UPDATE links_link SET is_active = 0 WHERE slug = ?", (slug,))
 
 
 def assert_every_hit_asks(links: SQLiteLinks, slug: str) -> None:

@@ -40,7 +40,7 @@ from links.redirect_table import (
     write_table,
 )
 from links.services import shorten_url, update_link
-from tests.conftest import ON_POSTGRES
+from tests.conftest import ON_POSTGRES, copy_of_test_database, disable_in
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -75,14 +75,6 @@ def links_of_every_kind() -> list[str]:
             "UPDATE links_link SET original_url = %s WHERE slug = 'non-ascii'", ["https://example.com/é"]
         )
     return ["active", "limited", "expires-later", "expired", "disabled", "non-ascii"]
-
-
-def copy_of_test_database(copy: Path) -> Path:
-    with closing(sqlite3.connect(connection.settings_dict["NAME"])) as source:
-        with closing(sqlite3.connect(copy)) as target:
-            source.backup(target)
-            target.execute("PRAGMA journal_mode=wal")
-    return copy
 
 
 def cached_link_in(database: Path, slug: str):
@@ -210,7 +202,7 @@ def test_a_build_is_skipped_while_the_table_is_current_and_while_another_holds_t
     first = build_redirect_table(database=database, path=path)
     again = build_redirect_table(database=database, path=path)
     assert again.stamp == first.stamp, "an up-to-date table is not written again"
-    write_in(database, "UPDATE links_link SET is_active = 0 WHERE slug = 'active'")
+    disable_in(database, "active")
     with open(f"{path}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         assert build_redirect_table(database=database, path=path) is None
@@ -226,9 +218,9 @@ def test_many_links_created_since_the_build_outdate_the_table(database):
     facts = TableFacts.read(sqlite3.connect(database).cursor())
     assert not facts.outdate(table)
     allowed = table.link_count // 8 + 1000
-    assert not TableFacts(facts.identity, facts.version, facts.max_link_id + allowed, 0).outdate(table)
-    assert TableFacts(facts.identity, facts.version, facts.max_link_id + allowed + 1, 0).outdate(table)
-    assert TableFacts(facts.identity + 1, facts.version, facts.max_link_id, 0).outdate(table)
+    assert not TableFacts(facts.identity, facts.version, facts.max_link_id + allowed).outdate(table)
+    assert TableFacts(facts.identity, facts.version, facts.max_link_id + allowed + 1).outdate(table)
+    assert TableFacts(facts.identity + 1, facts.version, facts.max_link_id).outdate(table)
     assert facts.outdate(None)
 
 
@@ -241,7 +233,7 @@ def test_a_miss_is_answered_from_the_table_without_a_statement(fast_path, databa
 
 def test_a_link_disabled_after_the_build_stops_redirecting_at_once(fast_path, database):
     fast_path.table = build_redirect_table(database=database, path=redirect_table_path(database))
-    write_in(database, "UPDATE links_link SET is_active = 0 WHERE slug = 'active'")
+    disable_in(database, "active")
     assert fast_path.table.get("active") is not DELEGATE, "the table is as of its build"
     entry, statements = statements_run(fast_path, "active")
     assert entry is DELEGATE, "a changed links version leaves the table aside: the row is read"
@@ -276,13 +268,38 @@ def test_a_keeper_has_the_table_built_in_a_process_and_follows_changes(fast_path
         first = fast_path.table
         assert first.get("active")[1] == b"https://example.com/active"
         assert keeper._builder.pid != os.getpid()
-        write_in(database, "UPDATE links_link SET is_active = 0 WHERE slug = 'active'")
+        disable_in(database, "active")
         wait_for(lambda: fast_path.table.version == first.version + 1, what="table rebuilt after the change")
         assert fast_path.table.get("active") is DELEGATE
         assert lookup(fast_path, "active") is DELEGATE
     finally:
         keeper.stop()
     wait_for(lambda: not keeper.building, what="builder's end")
+
+
+def test_builds_are_spaced_by_the_last_builds_length(fast_path, database):
+    path = redirect_table_path(database)
+    build_redirect_table(database=database, path=path)  # gives the database its identity
+    facts = TableFacts.read(sqlite3.connect(database).cursor())
+    # Out of date (an older version), and its build took 5 s: the next waits 45 s after it.
+    outdated = {"version": facts.version - 1, "identity": facts.identity, "max_link_id": facts.max_link_id}
+    write_table(path, **outdated, link_count=0, entries=[], started_at=time.time() - 5)
+    keeper = RedirectTableKeeper(fast_path, database=database, path=path, rebuild_wait=0.1)
+    try:
+        keeper.keep()
+        assert fast_path.table is not None and fast_path.table.version == facts.version - 1
+        assert not keeper.building, "too soon after a build of 5 s"
+        # The same table, built in no time (renamed into place, as builds do): built again at once.
+        write_table(path.with_name("quick"), **outdated, link_count=0, entries=[])
+        os.replace(path.with_name("quick"), path)
+        time.sleep(0.15)  # and at least rebuild_wait after it
+        keeper.keep()
+        assert keeper.building
+        wait_for(lambda: not keeper.building, what="build")
+        keeper.keep()
+        assert fast_path.table.version == facts.version
+    finally:
+        keeper.stop()
 
 
 def test_a_table_of_another_database_is_not_read(fast_path, database, tmp_path):
@@ -307,5 +324,26 @@ def test_a_table_of_another_database_is_not_read(fast_path, database, tmp_path):
 def test_a_header_records_the_files_length(tmp_path):
     path = tmp_path / "table"
     write_table(path, version=1, identity=1, max_link_id=0, link_count=0, entries=[])
-    assert path.stat().st_size == HEADER_BYTES + 8 * slot_count_for(0)
+    assert path.stat().st_size == HEADER_BYTES + 8 * slot_count_for(0) == 128 + 8 * 1024
     assert RedirectTable(path).get("anything") is None
+
+
+def test_a_build_that_fails_is_tried_again_ever_later_and_logged(fast_path, database, tmp_path, caplog):
+    # The table's folder does not exist: every build fails.
+    keeper = RedirectTableKeeper(fast_path, database=database, path=tmp_path / "gone" / "t", rebuild_wait=0.1)
+    try:
+        waits = []
+        for _failure in range(2):
+            keeper.keep()
+            assert keeper.building
+            wait_for(lambda: not keeper.building, what="the build's end")
+            keeper.keep()  # sees it failed: no new build for a while
+            assert not keeper.building
+            waits.append(keeper._next_build - time.monotonic())
+            time.sleep(max(0.0, waits[-1]) + 0.05)
+        assert keeper._failures == 2
+        assert 0.1 < waits[0] <= 0.2 < waits[1] <= 0.4, waits
+        assert fast_path.table is None
+        assert "the build exited with 1 (failure 2)" in caplog.text
+    finally:
+        keeper.stop()

@@ -9,7 +9,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from links.fastpath import build_redirect_table, redirect_table_path
+from links.fastpath import build_redirect_table, open_redirect_table, redirect_table_path
 
 
 class Command(BaseCommand):
@@ -24,12 +24,15 @@ class Command(BaseCommand):
             if settings.DATABASES["default"]["ENGINE"] != "django.db.backends.sqlite3":
                 raise CommandError("the redirect table is for a SQLite database")
             database = Path(settings.DATABASES["default"]["NAME"])
+        table = table or redirect_table_path(database)
+        before = open_redirect_table(table)
         started = time.monotonic()
-        built = build_redirect_table(database=database, path=table or redirect_table_path(database))
+        built = build_redirect_table(database=database, path=table)
         if built is None:
             self.stdout.write("redirect table: another build is under way")
-        else:
-            self.stdout.write(
-                f"redirect table: {built.link_count} links at links version {built.version} "
-                f"({time.monotonic() - started:.1f} s)"
-            )
+            return
+        done = "up to date" if before is not None and built.stamp == before.stamp else "built"
+        self.stdout.write(
+            f"redirect table {done}: {built.link_count} links at links version {built.version} "
+            f"({time.monotonic() - started:.1f} s)"
+        )
