@@ -9,6 +9,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from links.backups import BackupError, refuse_root_on_the_apps_files
 from links.fastpath import build_redirect_table, open_redirect_table, redirect_table_path
 
 
@@ -24,6 +25,10 @@ class Command(BaseCommand):
             if settings.DATABASES["default"]["ENGINE"] != "django.db.backends.sqlite3":
                 raise CommandError("the redirect table is for a SQLite database")
             database = Path(settings.DATABASES["default"]["NAME"])
+        try:
+            refuse_root_on_the_apps_files(database)
+        except BackupError as error:
+            raise CommandError(str(error)) from error
         table = table or redirect_table_path(database)
         before = open_redirect_table(table)
         started = time.monotonic()
