@@ -184,6 +184,19 @@ def test_a_location_too_long_for_a_record_is_left_to_django(tmp_path):
     assert table.link_count == 2, "a slug too long for a record is not held (the fast path never asks it)"
 
 
+def table_of_one_link(path: Path) -> Path:
+    """A table holding one link, slug "a"."""
+    write_table(
+        path,
+        version=1,
+        identity=1,
+        max_link_id=1,
+        link_count=1,
+        entries=[(b"a", (1, b"https://a.example/", 1.0))],
+    )
+    return path
+
+
 @pytest.mark.parametrize(
     "damage",
     [
@@ -194,15 +207,7 @@ def test_a_location_too_long_for_a_record_is_left_to_django(tmp_path):
     ],
 )
 def test_a_file_that_is_not_a_whole_table_is_not_read(tmp_path, damage):
-    path = tmp_path / "table"
-    write_table(
-        path,
-        version=1,
-        identity=1,
-        max_link_id=1,
-        link_count=1,
-        entries=[(b"a", (1, b"https://a.example/", 1.0))],
-    )
+    path = table_of_one_link(tmp_path / "table")
     path.write_bytes(damage(path.read_bytes()))
     with pytest.raises(TableError):
         RedirectTable(path)
@@ -402,15 +407,7 @@ def test_stopping_a_keeper_ends_its_builder(fast_path, database):
 
 
 def test_a_slot_pointing_past_the_file_is_not_followed(tmp_path):
-    path = tmp_path / "table"
-    write_table(
-        path,
-        version=1,
-        identity=1,
-        max_link_id=1,
-        link_count=1,
-        entries=[(b"a", (1, b"https://a.example/", 1.0))],
-    )
+    path = table_of_one_link(tmp_path / "table")
     index = crc32(b"a") & (slot_count_for(1) - 1)
     damaged = bytearray(path.read_bytes())
     struct.pack_into("=Q", damaged, HEADER_BYTES + 8 * index, (crc32(b"a") << 32) | 0xFFFFFFF0)
