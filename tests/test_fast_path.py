@@ -4,14 +4,19 @@ PostgreSQL: within the bound its design gives, below). Each request is traced
 to the worker process that accepted its connection, so "every worker" is
 shown, not assumed."""
 
+import os
 import re
+import sqlite3
 import time
+from contextlib import closing
 from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
 
-from tests.conftest import SETTLE_SECONDS, running_site
+from links.fastpath import TableFacts, open_redirect_table, redirect_table_path
+from links.redirect_table import DELEGATE, write_table
+from tests.conftest import ON_POSTGRES, SETTLE_SECONDS, running_site
 from tests.project import BROWSER_USER_AGENT
 from tests.workers import traced_request, workers
 
@@ -245,3 +250,58 @@ def test_clicks_on_the_fast_path_are_counted_and_head_is_not(site):
     time.sleep(1.5)  # one more flush interval, for any late HEAD count to land
     clicks = site.clicks(slug)
     assert clicks == gets
+
+
+def locations_by_worker(site, slug: str) -> dict[int, set[str]]:
+    """The Location each worker answered `slug` with (HEAD: no click counted)."""
+    seen: dict[int, set[str]] = {worker.pid: set() for worker in workers(site.process)}
+    for _ in range(MAX_ATTEMPTS):
+        pid, _status, headers, _body = traced_request(site.process, site.base_url, "HEAD", f"/{slug}")
+        seen[pid].add(headers.get("location", ""))
+        if all(seen.values()):
+            break
+    return seen
+
+
+@pytest.mark.skipif(ON_POSTGRES, reason="the redirect table is SQLite's")
+def test_every_worker_reads_the_redirect_table_and_leaves_it_at_a_change(site):
+    # A table in the real format whose Location for one link differs from the
+    # database's: which answer each worker gives shows where it read it.
+    database = site.data_dir / "shortener.sqlite3"
+    slug = new_link(site, "from-the-table")  # never asked before: no worker has it cached
+    [(link_id,)] = site.query("SELECT id FROM links_link WHERE slug = %s", (slug,))
+    # Once the workers' first build (at start-up) is done, and with it the database's identity.
+    deadline = time.monotonic() + 30
+    while True:
+        with closing(sqlite3.connect(database)) as reader:
+            facts = TableFacts.read(reader.cursor())
+        first = open_redirect_table(redirect_table_path(database))
+        if first is not None and first.identity == facts.identity != 0:
+            break
+        assert time.monotonic() < deadline, "no table built at start-up"
+        time.sleep(0.2)
+    probe = database.with_name("probe.redirects")
+    write_table(
+        probe,
+        version=facts.version,
+        identity=facts.identity,
+        max_link_id=facts.max_link_id,
+        link_count=1,
+        entries=[(slug.encode(), (link_id, b"https://from-the-table.example/", float("inf")))],
+    )
+    os.replace(probe, redirect_table_path(database))
+    # Each worker's keeper maps a new table within a second; the first answer
+    # is then the table's (an answer read from the database would be cached).
+    time.sleep(3)
+    seen = locations_by_worker(site, slug)
+    assert all(locations == {"https://from-the-table.example/"} for locations in seen.values()), seen
+    site.query("UPDATE links_link SET is_active = %s WHERE slug = %s", (False, slug))
+    every_worker_answers(site, slug, 404)  # at once, on every worker
+    # And the workers have it built again, as of the change.
+    deadline = time.monotonic() + 60
+    while (
+        table := open_redirect_table(redirect_table_path(database))
+    ) is None or table.version == facts.version:
+        assert time.monotonic() < deadline, "no table built after the change"
+        time.sleep(0.5)
+    assert table.get(slug) is DELEGATE
