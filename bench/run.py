@@ -53,6 +53,7 @@ from bench.profile import profile_app_worker, summarize_profile  # noqa: E402
 from bench.report import REPORT_NAMES, table, write_reports  # noqa: E402
 from bench.stack import STACKS, BenchStack  # noqa: E402
 from bench.wrk import WrkResult, log, median_round, wrk  # noqa: E402
+from links.redirect_table import BUILD_UNDER_WAY  # noqa: E402
 from tests.project import PROJECT_DIR  # noqa: E402
 
 ZIPF_S = 1.1
@@ -330,11 +331,18 @@ def wait_for_redirect_table(bench: BenchStack, *, attempts: int = 180) -> str:
     theirs holds the lock, and gives the workers' keepers (a pass a second)
     time to map it. What the last build said."""
     for _ in range(attempts):
-        said = bench.manage("build_redirect_table").strip()
-        if "under way" not in said:
+        build = bench.stack.compose(
+            "exec", "-T", "app", "python", "manage.py", "build_redirect_table", check=False
+        )
+        said = build.stdout.strip()
+        if build.returncode == 0:
             log(said)
             time.sleep(3)
             return said
+        if build.returncode != BUILD_UNDER_WAY:
+            raise AssertionError(
+                f"build_redirect_table exited with {build.returncode}:\n{said}\n{build.stderr}"
+            )
         time.sleep(1)
     raise AssertionError(f"no redirect table after {attempts} tries: {said}")
 

@@ -67,7 +67,7 @@ from links.models import LinkState, LinkStatus, status_of
 from links.negotiation import prefers_html
 from links.pages import visitor_error_page
 from links.protocol import header_lines
-from links.redirect_table import DELEGATE, CachedLink, RedirectTable, file_stamp, write_table
+from links.redirect_table import BUILD_UNDER_WAY, DELEGATE, CachedLink, RedirectTable, file_stamp, write_table
 from links.slugs import RESERVED_SLUGS
 from links.visitors import is_counted_visit
 
@@ -739,6 +739,9 @@ class RedirectTableKeeper:
             # Its worker is going: the next build starts afresh.
             self._builder.terminate()
             self._builder.wait(timeout=5)
+        self._close_connection()
+
+    def _close_connection(self) -> None:
         if self._connection is not None:
             self._connection.close()
             self._connection = None
@@ -750,9 +753,7 @@ class RedirectTableKeeper:
             except Exception as error:
                 logger.warning("redirect table keeper: %s", error)
                 self.fast_path.table = None
-                if self._connection is not None:
-                    self._connection.close()
-                    self._connection = None
+                self._close_connection()
             if self._stop.wait(self.every):
                 return
 
@@ -802,8 +803,9 @@ class RedirectTableKeeper:
             # A build that fails (a full disk, a read-only folder) fails again:
             # each failure doubles the wait, up to MAX_BUILD_BACKOFF, so its
             # error reaches the log a few times an hour, not every few seconds.
-            self._failures = self._failures + 1 if exit_status else 0
-            if exit_status:
+            failed = exit_status not in (0, BUILD_UNDER_WAY)
+            self._failures = self._failures + 1 if failed else 0
+            if failed:
                 logger.warning(
                     "redirect table: the build exited with %s (failure %d); misses read the database",
                     exit_status,

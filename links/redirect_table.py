@@ -35,6 +35,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from zlib import crc32
 
+# manage.py build_redirect_table's exit status when another build holds the
+# lock (sysexits.h's EX_TEMPFAIL): not a failure, and no table of its own.
+BUILD_UNDER_WAY = 75
+
 MAGIC = b"SHRTTBL1"
 # magic, links version, database identity (PRAGMA user_version), slot count,
 # links held, the largest link id read, the file's length, and when its build
@@ -110,11 +114,11 @@ def write_table(
             if len(slug) > LONGEST_FIELD:
                 continue
             held += 1
+            if held > link_count:
+                raise ValueError("more entries than link_count")
             if len(entry[1]) > LONGEST_FIELD:
                 entry = DELEGATE
             link_id, location, valid_until = entry
-            if held > link_count:
-                raise ValueError("more entries than link_count")
             record = RECORD.pack(link_id, valid_until, len(slug), len(location)) + slug + location
             record += bytes(_padded(len(record)) - len(record))
             tag = crc32(slug)

@@ -15,7 +15,7 @@ import pytest
 from django.core.management import call_command
 
 from links.clicks import ROLLED_UP_TO
-from links.fastpath import VERSION_POLL_SECONDS
+from links.fastpath import VERSION_POLL_SECONDS, TableFacts
 
 # Shared with the benchmark harness; imported from here by most tests.
 from tests.project import BROWSER_USER_AGENT, PROJECT_DIR, free_port  # noqa: F401
@@ -143,6 +143,12 @@ def disable_in(database: Path, slug: str) -> None:
     """Another connection disables `slug` in the SQLite file `database`, committed."""
     with closing(sqlite3.connect(database)) as writer, writer:
         writer.execute("UPDATE links_link SET is_active = 0 WHERE slug = ?", (slug,))
+
+
+def facts_of(database: Path) -> TableFacts:
+    """What the redirect table's keeper reads of the SQLite file `database`."""
+    with closing(sqlite3.connect(database)) as reader:
+        return TableFacts.read(reader.cursor())
 
 
 # On SQLite a flush journals its clicks (links.clicks); PostgreSQL's writes the counters.

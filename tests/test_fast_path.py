@@ -6,17 +6,15 @@ shown, not assumed."""
 
 import os
 import re
-import sqlite3
 import time
-from contextlib import closing
 from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
 
-from links.fastpath import TableFacts, open_redirect_table, redirect_table_path
+from links.fastpath import open_redirect_table, redirect_table_path
 from links.redirect_table import DELEGATE, write_table
-from tests.conftest import ON_POSTGRES, SETTLE_SECONDS, running_site
+from tests.conftest import ON_POSTGRES, SETTLE_SECONDS, facts_of, running_site
 from tests.project import BROWSER_USER_AGENT
 from tests.workers import traced_request, workers
 
@@ -273,8 +271,7 @@ def test_every_worker_reads_the_redirect_table_and_leaves_it_at_a_change(site):
     # Once the workers' first build (at start-up) is done, and with it the database's identity.
     deadline = time.monotonic() + 30
     while True:
-        with closing(sqlite3.connect(database)) as reader:
-            facts = TableFacts.read(reader.cursor())
+        facts = facts_of(database)
         first = open_redirect_table(redirect_table_path(database))
         if first is not None and first.identity == facts.identity != 0:
             break

@@ -8,6 +8,8 @@ import fcntl
 import os
 import sqlite3
 import struct
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import closing
@@ -33,6 +35,7 @@ from links.fastpath import (
 )
 from links.models import LinkTableVersion
 from links.redirect_table import (
+    BUILD_UNDER_WAY,
     DELEGATE,
     HEADER_BYTES,
     LONGEST_FIELD,
@@ -42,7 +45,7 @@ from links.redirect_table import (
     write_table,
 )
 from links.services import shorten_url, update_link
-from tests.conftest import ON_POSTGRES, copy_of_test_database, disable_in
+from tests.conftest import ON_POSTGRES, PROJECT_DIR, copy_of_test_database, disable_in, facts_of
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -83,11 +86,6 @@ def cached_link_in(database: Path, slug: str):
     """What the fast path caches for `slug`, read from the database as a miss reads it."""
     with closing(sqlite3.connect(database)) as reader:
         return cached_link(link_row(reader.execute(LINK_QUERY, (slug,)).fetchone()))
-
-
-def facts_of(database: Path) -> TableFacts:
-    with closing(sqlite3.connect(database)) as reader:
-        return TableFacts.read(reader.cursor())
 
 
 def write_in(database: Path, sql: str, params: tuple = ()) -> None:
@@ -224,6 +222,16 @@ def test_a_build_is_skipped_while_the_table_is_current_and_while_another_holds_t
     with open(f"{path}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         assert build_redirect_table(database=database, path=path) is None
+        command = subprocess.run(
+            [sys.executable, "manage.py", "build_redirect_table", "--database", database, "--table", path],
+            cwd=PROJECT_DIR,
+            capture_output=True,
+            text=True,
+        )
+        assert (command.returncode, command.stdout) == (
+            BUILD_UNDER_WAY,
+            "redirect table: another build is under way\n",
+        )
     rebuilt = build_redirect_table(database=database, path=path)
     assert rebuilt.stamp != first.stamp
     assert rebuilt.version == first.version + 1
@@ -368,6 +376,26 @@ def test_a_build_that_fails_is_tried_again_ever_later_and_logged(fast_path, data
         assert 0.1 < waits[0] <= 0.2 < waits[1] <= 0.4, waits
         assert fast_path.table is None
         assert "the build exited with 1 (failure 2)" in caplog.text
+    finally:
+        keeper.stop()
+
+
+def test_a_builder_finding_another_build_under_way_says_so_and_is_no_failure(fast_path, database, caplog):
+    path = redirect_table_path(database)
+    keeper = RedirectTableKeeper(fast_path, database=database, path=path, rebuild_wait=0.1)
+    try:
+        keeper.keep()
+        builder = keeper._builder
+        assert keeper.building
+        # Taken while the builder is still starting Django (hundreds of ms):
+        # as if another worker's builder had won the lock.
+        with open(f"{path}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            wait_for(lambda: not keeper.building, what="the builder's end")
+        assert builder.returncode == BUILD_UNDER_WAY
+        keeper.keep()
+        assert keeper._failures == 0
+        assert "exited" not in caplog.text
     finally:
         keeper.stop()
 

@@ -3,6 +3,7 @@
 Workers run this themselves when the table is missing or out of date; by hand
 it is needed only to have it ready before the first request."""
 
+import sys
 import time
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from links.backups import BackupError, refuse_root_on_the_apps_files
 from links.fastpath import build_redirect_table, open_redirect_table, redirect_table_path
+from links.redirect_table import BUILD_UNDER_WAY
 
 
 class Command(BaseCommand):
@@ -35,7 +37,7 @@ class Command(BaseCommand):
         built = build_redirect_table(database=database, path=table)
         if built is None:
             self.stdout.write("redirect table: another build is under way")
-            return
+            sys.exit(BUILD_UNDER_WAY)
         done = "up to date" if before is not None and built.stamp == before.stamp else "built"
         self.stdout.write(
             f"redirect table {done}: {built.link_count} links at links version {built.version} "
