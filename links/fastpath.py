@@ -594,11 +594,13 @@ class TableFacts:
     def read(cls, cursor: sqlite3.Cursor) -> "TableFacts":
         return cls(*cursor.execute(TABLE_FACTS_QUERY).fetchone())
 
-    def table_is_stale(self, table: RedirectTable | None) -> bool:
-        """Whether `table` should be built again for this database as it is."""
+    def table_is_stale(self, table: RedirectTable | None, *, every_link: bool = False) -> bool:
+        """Whether `table` should be built again for this database as it is:
+        with `every_link`, whenever a link was created since its build."""
         if table is None or table.identity != self.identity or table.version != self.version:
             return True
-        return self.max_link_id - table.max_link_id > table.link_count // 8 + NEW_LINKS_BEFORE_REBUILD
+        allowed = 0 if every_link else table.link_count // 8 + NEW_LINKS_BEFORE_REBUILD
+        return self.max_link_id - table.max_link_id > allowed
 
 
 def redirect_table_path(database: Path) -> Path:
@@ -632,10 +634,11 @@ def open_redirect_table(path: Path) -> RedirectTable | None:
         return None  # none yet, or not a whole table: misses read the database
 
 
-def build_redirect_table(*, database: Path, path: Path) -> RedirectTable | None:
+def build_redirect_table(*, database: Path, path: Path, every_link: bool = False) -> RedirectTable | None:
     """Build the redirect table of `database` at `path` (links.redirect_table),
-    unless the one there is up to date: every link's cached_link, read in one
-    snapshot with the links version. None when another build holds the lock."""
+    unless the one there is up to date (TableFacts.table_is_stale): every
+    link's cached_link, read in one snapshot with the links version. None when
+    another build holds the lock."""
     path = Path(path)
     lock = open_build_lock(path)
     try:
@@ -652,7 +655,7 @@ def build_redirect_table(*, database: Path, path: Path) -> RedirectTable | None:
             cursor.execute("BEGIN")
             facts = TableFacts.read(cursor)
             current = open_redirect_table(path)
-            if not facts.table_is_stale(current):
+            if not facts.table_is_stale(current, every_link=every_link):
                 return current
             (link_count,) = cursor.execute("SELECT count(*) FROM links_link").fetchone()
             rows = cursor.execute(TABLE_ROWS_QUERY)

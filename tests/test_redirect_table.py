@@ -250,6 +250,22 @@ def test_many_links_created_since_the_build_make_the_table_stale(database):
     assert facts.table_is_stale(None)
 
 
+def test_a_build_for_every_link_follows_a_single_new_one(database):
+    # After a bulk import: build_redirect_table --every-link.
+    path = redirect_table_path(database)
+    first = build_redirect_table(database=database, path=path)
+    assert build_redirect_table(database=database, path=path, every_link=True).stamp == first.stamp
+    write_in(
+        database,
+        "INSERT INTO links_link (slug, original_url, is_canonical, created_at, is_active) "
+        "SELECT 'imported', 'https://example.com/imported', 0, created_at, 1 FROM links_link LIMIT 1",
+    )
+    assert build_redirect_table(database=database, path=path).stamp == first.stamp, "within the allowance"
+    complete = build_redirect_table(database=database, path=path, every_link=True)
+    assert complete.stamp != first.stamp
+    assert complete.get("imported")[1] == b"https://example.com/imported"
+
+
 def test_a_miss_is_answered_from_the_table_without_a_statement(fast_path, database):
     fast_path.table = build_redirect_table(database=database, path=redirect_table_path(database))
     entry, statements = statements_run(fast_path, "active")

@@ -21,8 +21,14 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--database", type=Path, help="the SQLite file (default: the site's)")
         parser.add_argument("--table", type=Path, help="the table's file (default: beside the database)")
+        parser.add_argument(
+            "--every-link",
+            action="store_true",
+            help="build unless the table holds every link, as after a bulk import (the workers "
+            "rebuild it once more links than an eighth of it plus 1,000 are new since)",
+        )
 
-    def handle(self, *args, database: Path | None, table: Path | None, **options):
+    def handle(self, *args, database: Path | None, table: Path | None, every_link: bool, **options):
         if database is None:
             if settings.DATABASES["default"]["ENGINE"] != "django.db.backends.sqlite3":
                 raise CommandError("the redirect table is for a SQLite database")
@@ -34,7 +40,7 @@ class Command(BaseCommand):
         table = table or redirect_table_path(database)
         before = open_redirect_table(table)
         started = time.monotonic()
-        built = build_redirect_table(database=database, path=table)
+        built = build_redirect_table(database=database, path=table, every_link=every_link)
         if built is None:
             self.stdout.write("redirect table: another build is under way")
             sys.exit(BUILD_UNDER_WAY)
