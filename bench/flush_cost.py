@@ -129,13 +129,12 @@ def flush_counters_keeping_the_day(db, counters, daily):
 
 def journal_append(db, counters, daily):
     """links.clicks' own flush on SQLite (migrations 0005 and 0006): the batch
-    appended to the journal's file, in one statement of its own."""
+    appended to the journal's file, in one transaction of its own."""
     # Imported here: links.clicks reads the settings, and seeded_file() sets their environment first.
-    from links.clicks import JOURNAL_APPEND
+    from links.clicks import append_to_journal
 
     (day,) = {day for day, _, _ in daily}
-    rows = [(n, at, day, n, link_id) for n, at, link_id in counters]
-    db.execute(JOURNAL_APPEND.replace("%s", "?"), (json.dumps(rows),))
+    append_to_journal(db, [(n, at, day, n, link_id) for n, at, link_id in counters])
 
 
 def journal_append_and_roll_up(db, counters, daily):

@@ -25,7 +25,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from links import asgi
-from links.clicks import ClickCounter, datetime_parameter, journal_file
+from links.clicks import ClickCounter, datetime_parameter, journal_append, journal_file, journal_statements
 from links.fastpath import DELEGATE, RedirectFastPath
 from links.models import ClickRollUp, DailyClicks, Link, LinkClicks, LinkStatus, LinkTableVersion
 from links.services import shorten_url, take_limited_click, update_link
@@ -204,6 +204,40 @@ def test_a_flush_commits_to_the_journals_file_alone():
     finally:
         reader.close()
     assert Link.objects.get(pk=link.pk).clicks == 1
+
+
+def test_a_journal_append_is_split_into_statements_of_powers_of_two():
+    rows = [(1, None, "2026-12-02", 1, link_id) for link_id in range(1, 1301)]
+    statements = list(journal_statements(rows, most_rows=512))
+    assert [len(parameters) // 5 for _, parameters in statements] == [512, 512, 256, 16, 4]
+    assert [value for _, parameters in statements for value in parameters] == [v for row in rows for v in row]
+    assert all(statement == journal_append(len(parameters) // 5) for statement, parameters in statements)
+
+
+@JOURNALS_CLICKS
+def test_a_flush_of_many_statements_journals_all_of_them_or_none_and_leaves_the_database_unlocked():
+    links = Link.objects.bulk_create(
+        Link(slug=f"many-{n}", original_url=f"https://example.com/many/{n}") for n in range(1300)
+    )
+    last = max(link.pk for link in links)
+    counter = ClickCounter(roll_up_interval=3600)
+    for link in links:
+        counter.record(link.pk)
+    # The last of the flush's five statements fails: nothing is journaled, the tally keeps every click.
+    with failing_writes_to("clicks.links_clickjournal", when=f"NEW.link_id = {last}", event="INSERT"):
+        assert counter.flush() == 0
+    assert journal_rows() == []
+    # A writer of the database holds its write lock: the flush, in the journal's file alone, goes on.
+    writer = sqlite3.connect(connection.settings_dict["NAME"], isolation_level=None, timeout=0)
+    try:
+        writer.execute("BEGIN IMMEDIATE")
+        assert counter.flush() == 1300
+        writer.execute("ROLLBACK")
+    finally:
+        writer.close()
+    assert len(journal_waiting()) == 1300
+    counter.roll_up()
+    assert dict(LinkClicks.objects.values_list("link_id", "clicks")) == {link.pk: 1 for link in links}
 
 
 @JOURNALS_CLICKS
