@@ -332,9 +332,8 @@ def wait_for_redirect_table(bench: BenchStack, *, attempts: int = 180) -> str:
     database, depending on when they ran.) This asks for the build, waits while
     a worker's holds the lock, and gives the workers' keepers (a pass a second)
     time to map it. What the last build said."""
-    command = ("exec", "-T", "app", "python", "manage.py", "build_redirect_table", "--every-link")
     for _ in range(attempts):
-        build = bench.stack.compose(*command, check=False)
+        build = bench.manage_command("build_redirect_table", "--every-link", check=False)
         said = build.stdout.strip()
         if build.returncode == 0:
             log(said)

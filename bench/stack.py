@@ -118,7 +118,11 @@ class BenchStack:
         return self.compose("ps", "-q").split()
 
     def manage(self, *args: str) -> str:
-        return self.compose("exec", "-T", "app", "python", "manage.py", *args)
+        return self.manage_command(*args).stdout
+
+    def manage_command(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        """A manage.py command in an app container; its status too, for `check` False."""
+        return self.stack.compose("exec", "-T", "app", "python", "manage.py", *args, check=check)
 
     def issue_api_key(self, *, attempts: int = 3) -> str:
         """The first command in a fresh process right after `up`. On a loaded
