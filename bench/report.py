@@ -57,14 +57,23 @@ def settle_note(results: dict) -> list[str]:
 
 
 def share_ratios(million: dict) -> str:
-    """The large phase against the first as shares of nginx's 308 in each
-    phase's own rounds (runs made before rounds have none)."""
+    """The large phase against the first as shares of nginx's 308 in the
+    rounds each was measured in (runs made before rounds have none)."""
     if "share_ratio_to_1k" not in million:
         return ""
+    # Since 2026-12-02 the two stacks' steps share their rounds; before, each phase had its own.
+    rounds = "the same rounds" if million.get("same_rounds") else "each phase's rounds, minutes apart"
     return (
-        f" (as shares of nginx's static 308 in each phase's rounds, minutes apart: uniform "
+        f" (as shares of nginx's static 308 in {rounds}: uniform "
         f"{million['share_ratio_to_1k']:.1%}, Zipf {million['zipf_share_ratio_to_1k']:.1%})"
     )
+
+
+def under_load(million: dict) -> str:
+    """The large stack's memory under the redirect load (runs made before it was sampled have none)."""
+    if not million.get("memory_mib_under_load"):
+        return ""
+    return f"under the redirect load {million['memory_mib_under_load']:.0f} MiB, "
 
 
 def setup(results: dict) -> str:
@@ -201,7 +210,8 @@ def report(results: dict, chart_name: str, *, other: dict | None = None) -> str:
             f"{million['p99_ms']:.1f} ms{target('≤ 25 ms')}; Zipf (s = {results['zipf_s']}) "
             f"{million['zipf_rps']:,.0f} requests/s, {million['zipf_ratio_to_1k']:.1%}{target('≥ 95 %')}"
             f"{share_ratios(million)}; creation {million['create_rps']:,.0f} links/s. Stack memory "
-            f"afterwards {million['memory_mib_after']:.0f} MiB by `docker stats`, of which "
+            f"{under_load(million)}afterwards {million['memory_mib_after']:.0f} MiB by `docker stats`, "
+            "of which "
             f"{million['process_memory_mib_after']:.0f} MiB the processes' own (the rest is the page cache "
             f"of the database's files{table_files}, which the kernel gives back under pressure); "
             f"seeding took {results['million_seed_seconds']} s{table_built}."

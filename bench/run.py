@@ -8,8 +8,9 @@
 Brings up docker-compose.prod.yml (--stack prod, the default: nginx, one app
 container, SQLite) or docker-compose.scale.yml (--stack scale: nginx over
 --replicas app replicas on PostgreSQL and Redis) from a copy of the project (any
-Docker engine), seeds links through the API with an API key (and 1,000,000 with
-`seed_links`), then measures with wrk from the same machine:
+Docker engine), seeds links through the API with an API key, and beside it a
+second stack of the same kind with 1,000,000 links made by `seed_links` (the
+large phase, --million), then measures with wrk from the same machine:
 
 - baseline: nginx (same image) answering a static `return 308`;
 - redirect: GET /<random slug> through nginx -> app -> the database, clicks counted;
@@ -17,7 +18,9 @@ Docker engine), seeds links through the API with an API key (and 1,000,000 with
 - create:   POST / with a new URL each time, with an API key;
 - memory:   `docker stats` of the whole stack (every container) under the redirect load;
 - clicks:   the clicks stored afterwards against the requests wrk completed;
-- a sweep of concurrency (1-256) for the chart, and 1M links against 1k.
+- a sweep of concurrency (1-256) for the chart;
+- the large stack's uniform and Zipf steps in the same rounds as the first's,
+  then its creation, memory (and profile).
 
 Figures are reported as ratios to the baseline measured in the same run:
 absolute numbers on a shared machine mean little. Each stack's results go to
@@ -38,8 +41,10 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import asdict
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -62,6 +67,8 @@ ZIPF_DRAWS = 2_000_000  # the sequence redirect.lua walks: longer than any run's
 # second, up to a fifth of a second at 1,000,000 links) ends first, since it
 # runs on the same cores as the baseline.
 REST_SECONDS = 3
+# The large phase's stack: a second compose project, PROJECTS[kind] + this.
+LARGE_PROJECT_SUFFIX = "-large"
 
 
 class Runs:
@@ -92,16 +99,19 @@ class Runs:
         by_step = [list(of_step) for of_step in zip(*rounds, strict=True)]
         return [median_round(of_step, baselines=by_step[0]) for of_step in by_step]
 
-    def redirect_rounds(
-        self, uniform: Path, zipf: Path, *, seconds: float, names: tuple[str, str]
-    ) -> list[WrkResult]:
-        """nginx's static 308, the uniform mix and the Zipf one (64
-        connections), in rounds: the baseline, uniform and Zipf results."""
-        return self.interleaved(
-            lambda: self.baseline(connections=64, seconds=seconds),
-            lambda: self.steady_redirects(uniform, seconds=seconds, name=names[0]),
-            lambda: self.steady_redirects(zipf, seconds=seconds, name=names[1], sequence=True),
-        )
+    def redirect_rounds(self, *mixes: "Mixes", seconds: float) -> list[WrkResult]:
+        """nginx's static 308, then each of `mixes`' uniform and Zipf steps on
+        its own stack (64 connections), in rounds: the baseline's result, then
+        each step's. The 1,000,000-link stack's steps run in the 1,000-link
+        stack's rounds, so that the two stacks' requests/s are measured minutes
+        apart at most, not a phase apart (docs/performance.md, 2026-12-02,
+        fourth)."""
+        steps = [
+            partial(mix.runs.steady_redirects, slugs, seconds=seconds, name=name, sequence=sequence)
+            for mix in mixes
+            for slugs, name, sequence in ((mix.uniform, mix.names[0], False), (mix.zipf, mix.names[1], True))
+        ]
+        return self.interleaved(lambda: self.baseline(connections=64, seconds=seconds), *steps)
 
     def steady_redirects(self, slugs_file: Path, *, seconds: float, name: str, sequence=False):
         """A measured run (64 connections) after the same mix has run, unmeasured,
@@ -153,12 +163,23 @@ class Runs:
         return profile_app_worker(self.bench.app_containers()[0], seconds - 1, output)
 
 
+@dataclass
+class Mixes:
+    """A stack's Runs and the two mixes over its links: uniform and Zipf, and their steps' names."""
+
+    runs: Runs
+    uniform: Path
+    zipf: Path
+    names: tuple[str, str]
+
+
 def run(args) -> dict:
     if not shutil.which("wrk"):
         sys.exit("wrk is not installed (apt-get install wrk)")
     seconds = 3 if args.smoke else args.seconds
     rounds = 1 if args.smoke else args.rounds
     links = 50 if args.smoke else args.links
+    million = args.million if args.million is not None else 0 if args.smoke else 1_000_000
     sweep = [1, 16] if args.smoke else [1, 4, 16, 64, 128, 256]
     replicas = args.replicas if args.stack == "scale" else 1
     results: dict = {
@@ -176,15 +197,23 @@ def run(args) -> dict:
         "sweep": [],
         "paused_while_measuring": [command_line(pid) for pid in args.pause],
     }
-    with tempfile.TemporaryDirectory(prefix="shortener-bench-") as tmp:
-        bench = BenchStack(
-            Path(tmp),
-            kind=args.stack,
-            replicas=replicas,
-            workers=args.workers,
-            fast_path=not args.no_fast_path,
-            extra_env=args.env,
-        )
+    with tempfile.TemporaryDirectory(prefix="shortener-bench-") as tmp, ExitStack() as stacks:
+        tmp = Path(tmp)
+
+        def bench_stack(workdir: Path, project_suffix: str = "") -> BenchStack:
+            bench = BenchStack(
+                workdir,
+                kind=args.stack,
+                replicas=replicas,
+                workers=args.workers,
+                fast_path=not args.no_fast_path,
+                extra_env=args.env,
+                project_suffix=project_suffix,
+            )
+            stacks.callback(bench.down)
+            return bench
+
+        bench = bench_stack(tmp)
         if args.settle is not None:
             settle = args.settle
         elif args.smoke:
@@ -195,125 +224,142 @@ def run(args) -> dict:
         runs = Runs(bench, rounds=rounds, pause=args.pause, settle_seconds=settle)
         results["settle_seconds"] = settle
         results["compose_files"] = bench.compose_files
-        try:
-            bench.up()
-            api_key = bench.issue_api_key()
-            seeded = bench.seed_through_api(links)
-            slugs_file = write_slugs(Path(tmp) / "slugs.txt", seeded)
-            zipf_file = write_zipf_slugs(Path(tmp) / "zipf.txt", seeded, draws=ZIPF_DRAWS, s=ZIPF_S)
-            # Warm up: both nginx and the app's caches, as in steady production.
-            runs.redirects(slugs_file, connections=16, seconds=min(2, seconds), name="warm-up")
-            clicks_before = bench.settled_clicks()  # the warm-up's clicks in the database first
-            runs.counted.clear()
-            # The load the measured runs share the cores with: the stack idle,
-            # and the --pause processes stopped as they are while wrk runs.
-            with processes_paused(args.pause):
-                results["busy_share_stack_idle"] = busy_share(3)
-            log(f"machine busy with the stack idle: {results['busy_share_stack_idle']:.1%}")
-
-            baseline, redirect, zipf = runs.redirect_rounds(
-                slugs_file, zipf_file, seconds=seconds, names=("stack redirect", "stack redirect, Zipf")
+        bench.up()
+        api_key = bench.issue_api_key()
+        seeded = bench.seed_through_api(links)
+        small = Mixes(
+            runs,
+            write_slugs(tmp / "slugs.txt", seeded),
+            write_zipf_slugs(tmp / "zipf.txt", seeded, draws=ZIPF_DRAWS, s=ZIPF_S),
+            ("stack redirect", "stack redirect, Zipf"),
+        )
+        # The large phase: a second stack of the same kind beside the first,
+        # with `million` links, measured in the same rounds as the first.
+        large = bench_stack(tmp / "large", LARGE_PROJECT_SUFFIX) if million else None
+        if large:
+            large.up(baseline=False)
+            large_api_key = large.issue_api_key()
+            log(f"seeding {million} links with seed_links")
+            started = time.monotonic()
+            big = large.manage("seed_links", "--count", str(million)).split()
+            results["million_seed_seconds"] = round(time.monotonic() - started, 1)
+            if args.stack == "prod":
+                results["million_table"] = wait_for_redirect_table(large)
+            many_mixes = Mixes(
+                Runs(large, rounds=rounds, pause=args.pause, settle_seconds=settle),
+                write_slugs(tmp / "big.txt", big),
+                write_zipf_slugs(tmp / "big-zipf.txt", big, draws=ZIPF_DRAWS, s=ZIPF_S),
+                (f"redirect, {len(big)} links", f"redirect, Zipf, {len(big)} links"),
             )
-            results["runs"] += [asdict(baseline), asdict(redirect), asdict(zipf)]
-            # Memory and the profile under the same load, in a run of their own:
-            # docker stats and py-spy would take CPU from the measured run.
-            sampler, under_load = memory.sample_during(lambda: memory.stats_mib(bench.containers()), seconds)
-            profile = Path(tmp) / "1k.txt"
-            profiler = runs.start_profile(seconds, profile) if args.profile else None
-            runs.redirects(slugs_file, connections=64, seconds=seconds, name="redirect, sampled")
-            sampler.join()
-            if profiler:
-                profiler.wait()
-                results["profile_1k"] = summarize_profile(profile)
-            results["memory_mib_under_load"] = max(under_load) if under_load else None
-            results["memory_services"] = bench.services()
-            results["memory_mib_idle"] = memory.stats_mib(bench.containers())
-            results["process_memory_mib"] = memory.process_mib(bench.containers())
+            many_mixes.runs.redirects(many_mixes.uniform, connections=16, seconds=2, name="warm-up")
+        # Warm up: both nginx and the app's caches, as in steady production.
+        runs.redirects(small.uniform, connections=16, seconds=min(2, seconds), name="warm-up")
+        clicks_before = bench.settled_clicks()  # the warm-up's clicks in the database first
+        runs.counted.clear()
+        # The load the measured runs share the cores with: the stacks idle,
+        # and the --pause processes stopped as they are while wrk runs.
+        with processes_paused(args.pause):
+            results["busy_share_stack_idle"] = busy_share(3)
+        log(f"machine busy with the stack(s) idle: {results['busy_share_stack_idle']:.1%}")
 
-            for connections in sweep:
-                step = max(2, seconds / 2)
-                base = runs.baseline(connections=connections, seconds=step)
-                stack = runs.redirects(
-                    slugs_file, connections=connections, seconds=step, name="stack redirect"
-                )
-                results["sweep"].append({"baseline": asdict(base), "stack": asdict(stack)})
+        baseline, redirect, zipf, *large_steps = runs.redirect_rounds(
+            small, *([many_mixes] if large else []), seconds=seconds
+        )
+        results["runs"] += [asdict(baseline), asdict(redirect), asdict(zipf)]
+        # Memory and the profile under the same load, in a run of their own:
+        # docker stats and py-spy would take CPU from the measured run.
+        under_load, profile = sampled_run(
+            runs, small.uniform, seconds=seconds, profile=args.profile, tag="small"
+        )
+        if profile:
+            results["profile_1k"] = profile
+        results["memory_mib_under_load"] = under_load
+        results["memory_services"] = bench.services()
+        results["memory_mib_idle"] = memory.stats_mib(bench.containers())
+        results["process_memory_mib"] = memory.process_mib(bench.containers())
 
-            stored = bench.settled_clicks() - clicks_before
-            redirect_requests = sum(result.requests for result in runs.counted)
-            # wrk stops counting with requests in flight: the server may have
-            # answered (and counted) up to one more per connection per run.
-            in_flight = sum(result.connections for result in runs.counted)
-            results["clicks"] = {
-                "requests_completed": redirect_requests,
-                "clicks_stored": stored,
-                "difference": stored - redirect_requests,
-                "in_flight_bound": in_flight,
-                "exact": 0 <= stored - redirect_requests <= in_flight,
+        for connections in sweep:
+            step = max(2, seconds / 2)
+            base = runs.baseline(connections=connections, seconds=step)
+            stack = runs.redirects(
+                small.uniform, connections=connections, seconds=step, name="stack redirect"
+            )
+            results["sweep"].append({"baseline": asdict(base), "stack": asdict(stack)})
+
+        stored = bench.settled_clicks() - clicks_before
+        redirect_requests = sum(result.requests for result in runs.counted)
+        # wrk stops counting with requests in flight: the server may have
+        # answered (and counted) up to one more per connection per run.
+        in_flight = sum(result.connections for result in runs.counted)
+        results["clicks"] = {
+            "requests_completed": redirect_requests,
+            "clicks_stored": stored,
+            "difference": stored - redirect_requests,
+            "in_flight_bound": in_flight,
+            "exact": 0 <= stored - redirect_requests <= in_flight,
+        }
+        log(f"clicks stored {stored}, requests completed {redirect_requests}")
+
+        create = runs.create(api_key, seconds=seconds)
+        results["runs"].append(asdict(create))
+
+        if large:
+            many, many_zipf = large_steps
+            many_create = many_mixes.runs.create(
+                large_api_key, seconds=seconds, name=f"create, {len(big)} links"
+            )
+            many_under_load, profile = sampled_run(
+                many_mixes.runs, many_mixes.uniform, seconds=seconds, profile=args.profile, tag="large"
+            )
+            if profile:
+                results["profile_1m"] = profile
+            results["runs"] += [asdict(many), asdict(many_zipf), asdict(many_create)]
+            results["million"] = {
+                "links": len(big),
+                "rps": many.rps,
+                "p99_ms": many.p99_ms,
+                # As issue 15 words its goals: requests/s against requests/s.
+                "ratio_to_1k": many.rps / redirect.rps,
+                "zipf_rps": many_zipf.rps,
+                "zipf_ratio_to_1k": many_zipf.rps / redirect.rps,
+                # And as each step's share of nginx's 308 in the same round.
+                "same_rounds": True,
+                "share_ratio_to_1k": many.share_of_baseline / redirect.share_of_baseline,
+                "zipf_share_ratio_to_1k": many_zipf.share_of_baseline / redirect.share_of_baseline,
+                "create_rps": many_create.rps,
+                "memory_mib_under_load": many_under_load,
+                "memory_mib_after": memory.stats_mib(large.containers()),
+                "process_memory_mib_after": memory.process_mib(large.containers()),
             }
-            log(f"clicks stored {stored}, requests completed {redirect_requests}")
-
-            create = runs.create(api_key, seconds=seconds)
-            results["runs"].append(asdict(create))
-
-            if args.million and not args.smoke:
-                log(f"seeding {args.million} links with seed_links")
-                started = time.monotonic()
-                big = bench.manage("seed_links", "--count", str(args.million)).split()
-                results["million_seed_seconds"] = round(time.monotonic() - started, 1)
-                if args.stack == "prod":
-                    results["million_table"] = wait_for_redirect_table(bench)
-                big_file = write_slugs(Path(tmp) / "big.txt", big)
-                big_zipf = write_zipf_slugs(Path(tmp) / "big-zipf.txt", big, draws=ZIPF_DRAWS, s=ZIPF_S)
-                runs.redirects(big_file, connections=16, seconds=2, name="warm-up")
-                total = len(big) + links
-                baseline_again, many, many_zipf = runs.redirect_rounds(
-                    big_file,
-                    big_zipf,
-                    seconds=seconds,
-                    names=(f"redirect, {total} links", f"redirect, Zipf, {total} links"),
-                )
-                many_create = runs.create(api_key, seconds=seconds, name=f"create, {total} links")
-                if args.profile:
-                    profile = Path(tmp) / "1m.txt"
-                    profiler = runs.start_profile(seconds, profile)
-                    runs.redirects(big_file, connections=64, seconds=seconds, name="1M redirect, sampled")
-                    if profiler:
-                        profiler.wait()
-                        results["profile_1m"] = summarize_profile(profile)
-                results["runs"] += [
-                    asdict(baseline_again),
-                    asdict(many),
-                    asdict(many_zipf),
-                    asdict(many_create),
-                ]
-                results["million"] = {
-                    "links": total,
-                    "rps": many.rps,
-                    "p99_ms": many.p99_ms,
-                    # As issue 15 words its goals: requests/s against requests/s.
-                    "ratio_to_1k": many.rps / redirect.rps,
-                    "zipf_rps": many_zipf.rps,
-                    "zipf_ratio_to_1k": many_zipf.rps / redirect.rps,
-                    # And each phase as its share of nginx's 308 in its own
-                    # rounds: the phases are minutes apart on a shared machine.
-                    "share_ratio_to_1k": many.share_of_baseline / redirect.share_of_baseline,
-                    "zipf_share_ratio_to_1k": many_zipf.share_of_baseline / redirect.share_of_baseline,
-                    "create_rps": many_create.rps,
-                    "memory_mib_after": memory.stats_mib(bench.containers()),
-                    "process_memory_mib_after": memory.process_mib(bench.containers()),
-                }
-            measured = results["runs"] + [step for point in results["sweep"] for step in point.values()]
-            if any(step["non_3xx_or_2xx"] or step["socket_errors"] for step in measured):
-                results["error_answers"] = bench.error_answers()
-                log(f"failed requests: {results['error_answers']}")
-        finally:
-            bench.down()
+        measured = results["runs"] + [step for point in results["sweep"] for step in point.values()]
+        if any(step["non_3xx_or_2xx"] or step["socket_errors"] for step in measured):
+            results["error_answers"] = bench.error_answers()
+            log(f"failed requests: {results['error_answers']}")
     results["baseline_rps"] = baseline.rps
     results["redirect_rps"] = redirect.rps
     results["redirect_ratio"] = redirect.share_of_baseline
     results["zipf_ratio"] = zipf.share_of_baseline
     results["create_rps"] = create.rps
     return results
+
+
+def sampled_run(runs: Runs, slugs_file: Path, *, seconds: float, profile: bool, tag: str):
+    """A redirect run (64 connections) with the stack's memory sampled by
+    `docker stats`, and one app worker profiled by py-spy if `profile`: the
+    most memory under load (None without a sample), and the profile's summary
+    (None without one)."""
+    bench = runs.bench
+    sampler, under_load = memory.sample_during(lambda: memory.stats_mib(bench.containers()), seconds)
+    with tempfile.TemporaryDirectory(prefix="bench-profile-") as tmp:
+        output = Path(tmp) / f"{tag}.txt"
+        profiler = runs.start_profile(seconds, output) if profile else None
+        runs.redirects(slugs_file, connections=64, seconds=seconds, name=f"redirect, sampled ({tag})")
+        sampler.join()
+        summary = None
+        if profiler:
+            profiler.wait()
+            summary = summarize_profile(output)
+    return (max(under_load) if under_load else None), summary
 
 
 def odd_count(text: str) -> int:
@@ -376,7 +422,12 @@ def main() -> int:
         help="rounds of the baseline and redirect steps, in turn (an odd number); each figure is its "
         "median round (1 with --smoke)",
     )
-    parser.add_argument("--million", type=int, default=1_000_000, help="links for the large phase (0: skip)")
+    parser.add_argument(
+        "--million",
+        type=int,
+        help="links of the large phase's stack, measured in the same rounds as the first (default "
+        "1,000,000; 0 skips it, as --smoke does unless it is given)",
+    )
     parser.add_argument(
         "--workers",
         type=int,

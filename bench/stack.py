@@ -54,20 +54,24 @@ class BenchStack:
         workers: int,
         fast_path: bool,
         extra_env: list[str],
+        project_suffix: str = "",
     ):
-        """`kind` is a key of STACKS; `workers` are uvicorn's per app container."""
+        """`kind` is a key of STACKS; `workers` are uvicorn's per app container;
+        `project_suffix` tells a second stack of the same kind apart (its compose
+        project is PROJECTS[kind] + the suffix)."""
         directory = copy_project(workdir / "project")
+        project = PROJECTS[kind] + project_suffix
         settings = {
             "WEB_CONCURRENCY": str(workers),
             "SHORTENER_REDIRECT_FAST_PATH": str(int(fast_path)),
             "SHORTENER_CLICK_ROLLUP_SECONDS": str(CLICK_ROLLUP_SECONDS),
         }
         if STACKS[kind] is ScaleStack:
-            self.stack = ScaleStack(directory=directory, project=PROJECTS[kind], app_replicas=replicas)
+            self.stack = ScaleStack(directory=directory, project=project, app_replicas=replicas)
             # Letters and digits: they become part of DATABASE_URL and REDIS_URL.
             settings |= {"POSTGRES_PASSWORD": secrets.token_hex(16), "REDIS_PASSWORD": secrets.token_hex(16)}
         else:
-            self.stack = Stack(directory=directory, project=PROJECTS[kind])
+            self.stack = Stack(directory=directory, project=project)
         settings |= dict(setting.split("=", 1) for setting in extra_env)
         self.stack.write_env(**settings)
         # How long a click can wait in a worker and then in the journal (settled_clicks);
@@ -84,9 +88,12 @@ class BenchStack:
     def compose(self, *args: str) -> str:
         return self.stack.compose(*args).stdout
 
-    def up(self) -> None:
-        log("building and starting the stack")
+    def up(self, *, baseline: bool = True) -> None:
+        """The stack, and nginx's static 308 beside it unless `baseline` is False."""
+        log(f"building and starting the stack {self.stack.project}")
         self.stack.up()
+        if not baseline:
+            return
         baseline_port = free_port()
         self.baseline_url = f"http://127.0.0.1:{baseline_port}/"
         self.baseline_container = subprocess.run(
