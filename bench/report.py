@@ -63,9 +63,15 @@ def share_ratios(million: dict) -> str:
         return ""
     # Since 2026-12-02 the two stacks' steps share their rounds; before, each phase had its own.
     rounds = "the same rounds" if million.get("same_rounds") else "each phase's rounds, minutes apart"
+    by_round = (
+        f"; the median of the rounds' ratios: uniform {million['round_ratio_to_1k']:.1%}, "
+        f"Zipf {million['zipf_round_ratio_to_1k']:.1%}"
+        if "round_ratio_to_1k" in million
+        else ""
+    )
     return (
         f" (as shares of nginx's static 308 in {rounds}: uniform "
-        f"{million['share_ratio_to_1k']:.1%}, Zipf {million['zipf_share_ratio_to_1k']:.1%})"
+        f"{million['share_ratio_to_1k']:.1%}, Zipf {million['zipf_share_ratio_to_1k']:.1%}{by_round})"
     )
 
 

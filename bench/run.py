@@ -57,7 +57,7 @@ from bench.mixes import write_slugs, write_zipf_slugs  # noqa: E402
 from bench.profile import profile_app_worker, summarize_profile  # noqa: E402
 from bench.report import REPORT_NAMES, table, write_reports  # noqa: E402
 from bench.stack import STACKS, BenchStack  # noqa: E402
-from bench.wrk import WrkResult, log, median_round, wrk  # noqa: E402
+from bench.wrk import WrkResult, log, median_ratio_by_round, median_round, wrk  # noqa: E402
 from links.redirect_table import BUILD_UNDER_WAY  # noqa: E402
 from tests.project import PROJECT_DIR  # noqa: E402
 
@@ -322,6 +322,9 @@ def run(args) -> dict:
                 "ratio_to_1k": many.rps / redirect.rps,
                 "zipf_rps": many_zipf.rps,
                 "zipf_ratio_to_1k": many_zipf.rps / redirect.rps,
+                # The same, round by round: each pair minutes apart at most.
+                "round_ratio_to_1k": median_ratio_by_round(many, redirect),
+                "zipf_round_ratio_to_1k": median_ratio_by_round(many_zipf, redirect),
                 # And as each step's share of nginx's 308 in the same round.
                 "same_rounds": True,
                 "share_ratio_to_1k": many.share_of_baseline / redirect.share_of_baseline,

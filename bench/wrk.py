@@ -50,6 +50,13 @@ def median_round(rounds: list[WrkResult], *, baselines: list[WrkResult]) -> WrkR
     )
 
 
+def median_ratio_by_round(step: WrkResult, other: WrkResult) -> float:
+    """The median of `step`'s requests/s over `other`'s round by round: two
+    steps measured in the same rounds (Runs.interleaved), each pair minutes
+    apart at most."""
+    return median(mine / theirs for mine, theirs in zip(step.rounds_rps, other.rounds_rps, strict=True))
+
+
 def wrk(
     name: str,
     url: str,

@@ -26,7 +26,7 @@ from bench.profile import summarize_profile
 from bench.report import REPORT_NAMES, rounds_note, share_ratios, table
 from bench.run import LARGE_PROJECT_SUFFIX, Runs, odd_count
 from bench.stack import BASELINE_LABEL, PROJECTS
-from bench.wrk import WrkResult, median_round
+from bench.wrk import WrkResult, median_ratio_by_round, median_round
 from tests.conftest import PROJECT_DIR
 from tests.stack import require_engine
 
@@ -197,6 +197,9 @@ def test_the_large_phase_is_a_second_stack_measured_in_the_first_stacks_rounds(s
     assert million["share_ratio_to_1k"] == pytest.approx(
         many["share_of_baseline"] / redirect["share_of_baseline"]
     )
+    # One round in a smoke run: its ratio is the median of the rounds' ratios.
+    assert million["round_ratio_to_1k"] == pytest.approx(million["ratio_to_1k"])
+    assert million["zipf_round_ratio_to_1k"] == pytest.approx(million["zipf_ratio_to_1k"])
     assert million["create_rps"] == runs[f"create, {LARGE['prod']} links"]["rps"] > 0
     # The large stack's memory under its own redirect load, and its processes' own after.
     assert million["memory_mib_under_load"] > 0 and million["process_memory_mib_after"] > 0
@@ -355,8 +358,28 @@ def test_the_report_gives_each_rounds_figures_and_none_for_a_single_round():
 
 def test_the_large_phase_is_reported_as_requests_and_as_shares_of_nginx():
     shares = share_ratios({"share_ratio_to_1k": 0.625, "zipf_share_ratio_to_1k": 1.035})
-    assert "uniform 62.5%, Zipf 103.5%" in shares
+    assert "in each phase's rounds, minutes apart: uniform 62.5%, Zipf 103.5%)" in shares
     assert share_ratios({"ratio_to_1k": 0.5}) == ""  # a run made before rounds
+    same_rounds = share_ratios(
+        {
+            "share_ratio_to_1k": 0.625,
+            "zipf_share_ratio_to_1k": 1.035,
+            "round_ratio_to_1k": 0.8,
+            "zipf_round_ratio_to_1k": 0.95,
+            "same_rounds": True,
+        }
+    )
+    assert (
+        "in the same rounds: uniform 62.5%, Zipf 103.5%; the median of the rounds' ratios: uniform "
+        "80.0%, Zipf 95.0%)" in same_rounds
+    )
+
+
+def test_two_steps_in_the_same_rounds_compare_round_by_round():
+    one_k = WrkResult(**{**asdict(wrk_result("1k", 20_000)), "rounds_rps": [20_000, 10_000, 18_000]})
+    many = WrkResult(**{**asdict(wrk_result("1M", 16_000)), "rounds_rps": [17_000, 9_000, 9_000]})
+    # 85 %, 90 %, 50 %: the median 85 %, not 16,000 / 20,000 nor the medians' 9,000 / 18,000.
+    assert median_ratio_by_round(many, one_k) == pytest.approx(0.85)
 
 
 @pytest.mark.parametrize("rounds", ["0", "2", "-1"])
