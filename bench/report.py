@@ -56,30 +56,35 @@ def settle_note(results: dict) -> list[str]:
     ]
 
 
-def share_ratios(million: dict) -> str:
-    """The large phase against the first as shares of nginx's 308 in the
-    rounds each was measured in (runs made before rounds have none)."""
-    if "share_ratio_to_1k" not in million:
-        return ""
-    # Since 2026-12-02 the two stacks' steps share their rounds; before, each phase had its own.
-    rounds = "the same rounds" if million.get("same_rounds") else "each phase's rounds, minutes apart"
-    by_round = (
-        f"; the median of the rounds' ratios: uniform {million['round_ratio_to_1k']:.1%}, "
-        f"Zipf {million['zipf_round_ratio_to_1k']:.1%}"
-        if "round_ratio_to_1k" in million
-        else ""
-    )
-    return (
-        f" (as shares of nginx's static 308 in {rounds}: uniform "
-        f"{million['share_ratio_to_1k']:.1%}, Zipf {million['zipf_share_ratio_to_1k']:.1%}{by_round})"
-    )
+def round_ratios(million: dict) -> str:
+    """The large phase against the first other than as the median rounds'
+    requests/s: since 2026-12-02 the two stacks' steps share their rounds, and
+    each round's requests/s are set against the first stack's in that round;
+    before, each phase had rounds of its own, and each was taken as its share
+    of nginx's 308 in its rounds (runs made before rounds have neither)."""
+    if "round_ratio_to_1k" in million:
+        return (
+            f" (the median of each round's requests/s against the first stack's in that round: uniform "
+            f"{million['round_ratio_to_1k']:.1%}, Zipf {million['zipf_round_ratio_to_1k']:.1%})"
+        )
+    if "share_ratio_to_1k" in million:
+        return (
+            f" (as shares of nginx's static 308 in each phase's rounds, minutes apart: uniform "
+            f"{million['share_ratio_to_1k']:.1%}, Zipf {million['zipf_share_ratio_to_1k']:.1%})"
+        )
+    return ""
 
 
 def under_load(million: dict) -> str:
-    """The large stack's memory under the redirect load (runs made before it was sampled have none)."""
+    """The large stack's memory under its redirect load (runs made before it was sampled have none)."""
     if not million.get("memory_mib_under_load"):
         return ""
-    return f"under the redirect load {million['memory_mib_under_load']:.0f} MiB, "
+    return f"under its redirect load {million['memory_mib_under_load']:.0f} MiB, "
+
+
+def large_stack(million: dict) -> str:
+    """Which stack the large phase's figures are of: a second one since 2026-12-02, the first before."""
+    return "The large stack's" if million.get("same_rounds") else "Stack"
 
 
 def setup(results: dict) -> str:
@@ -160,7 +165,8 @@ def machine_note(results: dict) -> str:
         if paused
         else " (no process of the machine's own stopped while wrk measured)"
     )
-    return f"The machine was {results['busy_share_stack_idle']:.1%} busy with the stack idle{stopped}."
+    stacks = "both stacks" if (results.get("million") or {}).get("same_rounds") else "the stack"
+    return f"The machine was {results['busy_share_stack_idle']:.1%} busy with {stacks} idle{stopped}."
 
 
 def report(results: dict, chart_name: str, *, other: dict | None = None) -> str:
@@ -198,13 +204,16 @@ def report(results: dict, chart_name: str, *, other: dict | None = None) -> str:
         if memory
         else "- Memory: not measured.",
     ]
-    if results.get("error_answers"):
-        errors = results["error_answers"]
-        lines.append(
-            f"- **Failed requests** (the table's last column): nginx answered {errors['nginx_statuses']} "
-            "by status (499s, requests in flight when wrk stopped, left out); the app's last error lines "
-            f"are in the JSON ({len(errors['app_errors'])})."
-        )
+    for errors, stack in (
+        (results.get("error_answers"), ""),
+        ((million or {}).get("error_answers"), " (large)"),
+    ):
+        if errors:
+            lines.append(
+                f"- **Failed requests{stack}** (the table's last column): nginx answered "
+                f"{errors['nginx_statuses']} by status (499s, requests in flight when wrk stopped, left "
+                f"out); the app's last error lines are in the JSON ({len(errors['app_errors'])})."
+            )
     if million:
         # SQLite's stack: the redirect table built after the seeding (bench/run.py).
         table_build = results.get("million_table")
@@ -215,9 +224,9 @@ def report(results: dict, chart_name: str, *, other: dict | None = None) -> str:
             f"{million['ratio_to_1k']:.1%} of the {results['links']:,}-link figure{target('≥ 80 %')}, p99 "
             f"{million['p99_ms']:.1f} ms{target('≤ 25 ms')}; Zipf (s = {results['zipf_s']}) "
             f"{million['zipf_rps']:,.0f} requests/s, {million['zipf_ratio_to_1k']:.1%}{target('≥ 95 %')}"
-            f"{share_ratios(million)}; creation {million['create_rps']:,.0f} links/s. Stack memory "
-            f"{under_load(million)}afterwards {million['memory_mib_after']:.0f} MiB by `docker stats`, "
-            "of which "
+            f"{round_ratios(million)}; creation {million['create_rps']:,.0f} links/s. "
+            f"{large_stack(million)} memory {under_load(million)}afterwards "
+            f"{million['memory_mib_after']:.0f} MiB by `docker stats`, of which "
             f"{million['process_memory_mib_after']:.0f} MiB the processes' own (the rest is the page cache "
             f"of the database's files{table_files}, which the kernel gives back under pressure); "
             f"seeding took {results['million_seed_seconds']} s{table_built}."

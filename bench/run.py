@@ -3,7 +3,8 @@
 
     python bench/run.py                 # full run; writes docs/benchmarks.md and its chart
     python bench/run.py --stack scale   # the scale stack; writes docs/benchmarks-scale.md
-    python bench/run.py --smoke         # a few seconds per step (CI), writes to bench/results/
+    python bench/run.py --smoke         # a few seconds per step, writes to bench/results/
+                                        # (CI: each stack, the single box with --million 300)
 
 Brings up docker-compose.prod.yml (--stack prod, the default: nginx, one app
 container, SQLite) or docker-compose.scale.yml (--stack scale: nginx over
@@ -23,7 +24,7 @@ large phase, --million), then measures with wrk from the same machine:
   then its creation, memory (and profile).
 
 Figures are reported as ratios to the baseline measured in the same run:
-absolute numbers on a shared machine mean little. Each stack's results go to
+absolute numbers on a shared machine mean little. Each --stack's results go to
 benchmarks[-scale].json/.md/.png; benchmarks.md also sets the two stacks side by
 side when both JSON files are in the output folder. The parts: bench/stack.py
 (the stack, through tests/stack's Stack and ScaleStack), bench/wrk.py (wrk,
@@ -99,20 +100,6 @@ class Runs:
         by_step = [list(of_step) for of_step in zip(*rounds, strict=True)]
         return [median_round(of_step, baselines=by_step[0]) for of_step in by_step]
 
-    def redirect_rounds(self, *mixes: "Mixes", seconds: float) -> list[WrkResult]:
-        """nginx's static 308, then each of `mixes`' uniform and Zipf steps on
-        its own stack (64 connections), in rounds: the baseline's result, then
-        each step's. The 1,000,000-link stack's steps run in the 1,000-link
-        stack's rounds, so that the two stacks' requests/s are measured minutes
-        apart at most, not a phase apart (docs/performance.md, 2026-12-02,
-        fourth)."""
-        steps = [
-            partial(mix.runs.steady_redirects, slugs, seconds=seconds, name=name, sequence=sequence)
-            for mix in mixes
-            for slugs, name, sequence in ((mix.uniform, mix.names[0], False), (mix.zipf, mix.names[1], True))
-        ]
-        return self.interleaved(lambda: self.baseline(connections=64, seconds=seconds), *steps)
-
     def steady_redirects(self, slugs_file: Path, *, seconds: float, name: str, sequence=False):
         """A measured run (64 connections) after the same mix has run, unmeasured,
         for settle_seconds: the clicks of the step before are then rolled up
@@ -168,9 +155,43 @@ class Mixes:
     """A stack's Runs and the two mixes over its links: uniform and Zipf, and their steps' names."""
 
     runs: Runs
+    links: int
     uniform: Path
     zipf: Path
     names: tuple[str, str]
+
+    @classmethod
+    def over(cls, runs: Runs, slugs: list[str], *, folder: Path, names: tuple[str, str]) -> "Mixes":
+        """The mixes over `slugs`, written into `folder` under the stack's compose project's name."""
+        stem = folder / runs.bench.stack.project
+        return cls(
+            runs,
+            len(slugs),
+            write_slugs(stem.with_suffix(".uniform"), slugs),
+            write_zipf_slugs(stem.with_suffix(".zipf"), slugs, draws=ZIPF_DRAWS, s=ZIPF_S),
+            names,
+        )
+
+
+def redirect_rounds(mixes: list[Mixes], *, seconds: float) -> list[WrkResult]:
+    """nginx's static 308 (beside the first mixes' stack), then each of
+    `mixes`' uniform and Zipf steps on its own stack (64 connections), in
+    rounds: the baseline's result, then each step's. The large phase's steps run
+    in the first stack's rounds, so that the two stacks' requests/s are
+    measured minutes apart at most, not a phase apart (docs/performance.md,
+    2026-12-02, fourth)."""
+    first = mixes[0].runs
+    steps = [
+        partial(mix.runs.steady_redirects, slugs, seconds=seconds, name=name, sequence=sequence)
+        for mix in mixes
+        for slugs, name, sequence in ((mix.uniform, mix.names[0], False), (mix.zipf, mix.names[1], True))
+    ]
+    return first.interleaved(partial(first.baseline, connections=64, seconds=seconds), *steps)
+
+
+def failed(runs: list[dict]) -> bool:
+    """Whether any of these runs (as in results["runs"]) counted a failed request."""
+    return any(run["non_3xx_or_2xx"] or run["socket_errors"] for run in runs)
 
 
 def run(args) -> dict:
@@ -221,39 +242,40 @@ def run(args) -> dict:
         else:
             # On PostgreSQL (the scale stack) each flush adds to the counters: no roll-up to wait for.
             settle = bench.click_delay_seconds if args.stack == "prod" else 0
-        runs = Runs(bench, rounds=rounds, pause=args.pause, settle_seconds=settle)
         results["settle_seconds"] = settle
         results["compose_files"] = bench.compose_files
+
+        def runs_on(stack: BenchStack) -> Runs:
+            return Runs(stack, rounds=rounds, pause=args.pause, settle_seconds=settle)
+
         bench.up()
         api_key = bench.issue_api_key()
-        seeded = bench.seed_through_api(links)
-        small = Mixes(
-            runs,
-            write_slugs(tmp / "slugs.txt", seeded),
-            write_zipf_slugs(tmp / "zipf.txt", seeded, draws=ZIPF_DRAWS, s=ZIPF_S),
-            ("stack redirect", "stack redirect, Zipf"),
-        )
+        runs = runs_on(bench)
+        mixes = [
+            Mixes.over(
+                runs,
+                bench.seed_through_api(links),
+                folder=tmp,
+                names=("stack redirect", "stack redirect, Zipf"),
+            )
+        ]
         # The large phase: a second stack of the same kind beside the first,
-        # with `million` links, measured in the same rounds as the first.
-        large = bench_stack(tmp / "large", LARGE_PROJECT_SUFFIX) if million else None
-        if large:
-            large.up(baseline=False)
-            large_api_key = large.issue_api_key()
+        # with `million` links, its steps in the first stack's rounds.
+        large_bench = bench_stack(tmp / "large", LARGE_PROJECT_SUFFIX) if million else None
+        if large_bench is not None:
+            large_bench.up(baseline=False)
+            large_bench.issue_api_key()
             log(f"seeding {million} links with seed_links")
             started = time.monotonic()
-            big = large.manage("seed_links", "--count", str(million)).split()
+            big = large_bench.manage("seed_links", "--count", str(million)).split()
             results["million_seed_seconds"] = round(time.monotonic() - started, 1)
             if args.stack == "prod":
-                results["million_table"] = wait_for_redirect_table(large)
-            many_mixes = Mixes(
-                Runs(large, rounds=rounds, pause=args.pause, settle_seconds=settle),
-                write_slugs(tmp / "big.txt", big),
-                write_zipf_slugs(tmp / "big-zipf.txt", big, draws=ZIPF_DRAWS, s=ZIPF_S),
-                (f"redirect, {len(big)} links", f"redirect, Zipf, {len(big)} links"),
-            )
-            many_mixes.runs.redirects(many_mixes.uniform, connections=16, seconds=2, name="warm-up")
+                results["million_table"] = wait_for_redirect_table(large_bench)
+            names = (f"redirect, {len(big)} links", f"redirect, Zipf, {len(big)} links")
+            mixes.append(Mixes.over(runs_on(large_bench), big, folder=tmp, names=names))
         # Warm up: both nginx and the app's caches, as in steady production.
-        runs.redirects(small.uniform, connections=16, seconds=min(2, seconds), name="warm-up")
+        for mix in mixes:
+            mix.runs.redirects(mix.uniform, connections=16, seconds=min(2, seconds), name="warm-up")
         clicks_before = bench.settled_clicks()  # the warm-up's clicks in the database first
         runs.counted.clear()
         # The load the measured runs share the cores with: the stacks idle,
@@ -262,14 +284,12 @@ def run(args) -> dict:
             results["busy_share_stack_idle"] = busy_share(3)
         log(f"machine busy with the stack(s) idle: {results['busy_share_stack_idle']:.1%}")
 
-        baseline, redirect, zipf, *large_steps = runs.redirect_rounds(
-            small, *([many_mixes] if large else []), seconds=seconds
-        )
+        baseline, redirect, zipf, *large_steps = redirect_rounds(mixes, seconds=seconds)
         results["runs"] += [asdict(baseline), asdict(redirect), asdict(zipf)]
         # Memory and the profile under the same load, in a run of their own:
         # docker stats and py-spy would take CPU from the measured run.
         under_load, profile = sampled_run(
-            runs, small.uniform, seconds=seconds, profile=args.profile, tag="small"
+            runs, mixes[0].uniform, seconds=seconds, profile=args.profile, tag="small"
         )
         if profile:
             results["profile_1k"] = profile
@@ -282,7 +302,7 @@ def run(args) -> dict:
             step = max(2, seconds / 2)
             base = runs.baseline(connections=connections, seconds=step)
             stack = runs.redirects(
-                small.uniform, connections=connections, seconds=step, name="stack redirect"
+                mixes[0].uniform, connections=connections, seconds=step, name="stack redirect"
             )
             results["sweep"].append({"baseline": asdict(base), "stack": asdict(stack)})
 
@@ -302,48 +322,63 @@ def run(args) -> dict:
 
         create = runs.create(api_key, seconds=seconds)
         results["runs"].append(asdict(create))
-
-        if large:
-            many, many_zipf = large_steps
-            many_create = many_mixes.runs.create(
-                large_api_key, seconds=seconds, name=f"create, {len(big)} links"
-            )
-            many_under_load, profile = sampled_run(
-                many_mixes.runs, many_mixes.uniform, seconds=seconds, profile=args.profile, tag="large"
-            )
-            if profile:
-                results["profile_1m"] = profile
-            results["runs"] += [asdict(many), asdict(many_zipf), asdict(many_create)]
-            results["million"] = {
-                "links": len(big),
-                "rps": many.rps,
-                "p99_ms": many.p99_ms,
-                # As issue 15 words its goals: requests/s against requests/s.
-                "ratio_to_1k": many.rps / redirect.rps,
-                "zipf_rps": many_zipf.rps,
-                "zipf_ratio_to_1k": many_zipf.rps / redirect.rps,
-                # The same, round by round: each pair minutes apart at most.
-                "round_ratio_to_1k": median_ratio_by_round(many, redirect),
-                "zipf_round_ratio_to_1k": median_ratio_by_round(many_zipf, redirect),
-                # And as each step's share of nginx's 308 in the same round.
-                "same_rounds": True,
-                "share_ratio_to_1k": many.share_of_baseline / redirect.share_of_baseline,
-                "zipf_share_ratio_to_1k": many_zipf.share_of_baseline / redirect.share_of_baseline,
-                "create_rps": many_create.rps,
-                "memory_mib_under_load": many_under_load,
-                "memory_mib_after": memory.stats_mib(large.containers()),
-                "process_memory_mib_after": memory.process_mib(large.containers()),
-            }
-        measured = results["runs"] + [step for point in results["sweep"] for step in point.values()]
-        if any(step["non_3xx_or_2xx"] or step["socket_errors"] for step in measured):
+        if failed(results["runs"] + [step for point in results["sweep"] for step in point.values()]):
             results["error_answers"] = bench.error_answers()
             log(f"failed requests: {results['error_answers']}")
+
+        if large_bench is not None:
+            results["million"], large_runs, profile = large_phase(
+                mixes[1], *large_steps, redirect=redirect, seconds=seconds, profile=args.profile
+            )
+            results["runs"] += large_runs
+            if profile:
+                results["profile_1m"] = profile
     results["baseline_rps"] = baseline.rps
     results["redirect_rps"] = redirect.rps
     results["redirect_ratio"] = redirect.share_of_baseline
     results["zipf_ratio"] = zipf.share_of_baseline
     results["create_rps"] = create.rps
     return results
+
+
+def large_phase(
+    mixes: Mixes, many: WrkResult, many_zipf: WrkResult, *, redirect: WrkResult, seconds: float, profile: bool
+) -> tuple[dict, list[dict], list | None]:
+    """The large stack's figures: its steps measured in the first stack's
+    rounds (`many`, `many_zipf`) against the first stack's uniform step
+    (`redirect`), then its creation, its memory under its own redirect load,
+    and (with `profile`) where one app worker's time goes: the figures, its
+    runs (as results["runs"] holds them) and the profile's summary (or None)."""
+    bench = mixes.runs.bench
+    links = mixes.links
+    many_create = mixes.runs.create(bench.api_key, seconds=seconds, name=f"create, {links} links")
+    under_load, summary = sampled_run(
+        mixes.runs, mixes.uniform, seconds=seconds, profile=profile, tag="large"
+    )
+    runs = [asdict(many), asdict(many_zipf), asdict(many_create)]
+    figures = {
+        "links": links,
+        "project": bench.stack.project,
+        "services": bench.services(),
+        "rps": many.rps,
+        "p99_ms": many.p99_ms,
+        # As issue 15 words its goals: requests/s against requests/s.
+        "ratio_to_1k": many.rps / redirect.rps,
+        "zipf_rps": many_zipf.rps,
+        "zipf_ratio_to_1k": many_zipf.rps / redirect.rps,
+        # The same, round by round: each pair minutes apart at most.
+        "same_rounds": True,
+        "round_ratio_to_1k": median_ratio_by_round(many, redirect),
+        "zipf_round_ratio_to_1k": median_ratio_by_round(many_zipf, redirect),
+        "create_rps": many_create.rps,
+        "memory_mib_under_load": under_load,
+        "memory_mib_after": memory.stats_mib(bench.containers()),
+        "process_memory_mib_after": memory.process_mib(bench.containers()),
+    }
+    if failed(runs):
+        figures["error_answers"] = bench.error_answers()
+        log(f"failed requests (large stack): {figures['error_answers']}")
+    return figures, runs, summary
 
 
 def sampled_run(runs: Runs, slugs_file: Path, *, seconds: float, profile: bool, tag: str):
@@ -400,7 +435,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--smoke", action="store_true", help="a few seconds per step; no 1M-link phase")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="a few seconds per step; no large phase unless --million is given",
+    )
     parser.add_argument(
         "--stack",
         choices=STACKS,
