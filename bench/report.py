@@ -68,8 +68,10 @@ def round_ratios(million: dict) -> str:
             f"{million['round_ratio_to_1k']:.1%}, Zipf {million['zipf_round_ratio_to_1k']:.1%})"
         )
     if "share_ratio_to_1k" in million:
+        # (A few runs of the day the steps first shared rounds recorded shares only.)
+        rounds = "the same rounds" if million.get("same_rounds") else "each phase's rounds, minutes apart"
         return (
-            f" (as shares of nginx's static 308 in each phase's rounds, minutes apart: uniform "
+            f" (as shares of nginx's static 308 in {rounds}: uniform "
             f"{million['share_ratio_to_1k']:.1%}, Zipf {million['zipf_share_ratio_to_1k']:.1%})"
         )
     return ""
@@ -155,9 +157,10 @@ def side_by_side(single: dict | None, scale: dict | None) -> str:
 
 def machine_note(results: dict) -> str:
     """What else the machine was doing while wrk measured: its busy share with
-    the stack idle and the processes of its own stopped then (bench/machine.py)."""
+    the stack(s) idle and the processes of its own stopped then (bench/machine.py)."""
+    stacks = "both stacks" if (results.get("million") or {}).get("same_rounds") else "the stack"
     if "busy_share_stack_idle" not in results:
-        return "The machine's load with the stack idle was not measured in this run."
+        return f"The machine's load with {stacks} idle was not measured in this run."
     paused = results.get("paused_while_measuring") or []
     stopped = (
         " and these processes stopped, as they were while wrk measured: "
@@ -165,7 +168,6 @@ def machine_note(results: dict) -> str:
         if paused
         else " (no process of the machine's own stopped while wrk measured)"
     )
-    stacks = "both stacks" if (results.get("million") or {}).get("same_rounds") else "the stack"
     return f"The machine was {results['busy_share_stack_idle']:.1%} busy with {stacks} idle{stopped}."
 
 

@@ -163,12 +163,12 @@ class Mixes:
     @classmethod
     def over(cls, runs: Runs, slugs: list[str], *, folder: Path, names: tuple[str, str]) -> "Mixes":
         """The mixes over `slugs`, written into `folder` under the stack's compose project's name."""
-        stem = folder / runs.bench.stack.project
+        project = runs.bench.stack.project
         return cls(
             runs,
             len(slugs),
-            write_slugs(stem.with_suffix(".uniform"), slugs),
-            write_zipf_slugs(stem.with_suffix(".zipf"), slugs, draws=ZIPF_DRAWS, s=ZIPF_S),
+            write_slugs(folder / f"{project}.uniform", slugs),
+            write_zipf_slugs(folder / f"{project}.zipf", slugs, draws=ZIPF_DRAWS, s=ZIPF_S),
             names,
         )
 

@@ -23,7 +23,7 @@ from bench.machine import busy_between, busy_share, cpu_times, processes_paused
 from bench.memory import parse_mem_usage
 from bench.mixes import zipf_indices
 from bench.profile import summarize_profile
-from bench.report import REPORT_NAMES, round_ratios, rounds_note, table
+from bench.report import REPORT_NAMES, large_stack, machine_note, round_ratios, rounds_note, table
 from bench.run import LARGE_PROJECT_SUFFIX, Mixes, Runs, odd_count, redirect_rounds
 from bench.stack import BASELINE_LABEL, PROJECTS
 from bench.wrk import WrkResult, median_ratio_by_round, median_round
@@ -138,7 +138,8 @@ def test_benchmark_harness_smoke_run(smoke, stack):
         assert run["requests"] > 0 and run["seconds"] > 0, run
         assert run["rps"] == pytest.approx(run["requests"] / run["seconds"]), run
         assert 0 < run["p50_ms"] <= run["p99_ms"], run
-        assert run["non_3xx_or_2xx"] == 0 and run["socket_errors"] == 0, (run, results.get("error_answers"))
+        answers = (results.get("error_answers"), (results.get("million") or {}).get("error_answers"))
+        assert run["non_3xx_or_2xx"] == 0 and run["socket_errors"] == 0, (run, answers)
     assert [point["stack"]["connections"] for point in results["sweep"]] == [1, 16]
     assert results["redirect_ratio"] == pytest.approx(results["runs"][1]["rps"] / results["runs"][0]["rps"])
     assert results["zipf_ratio"] == pytest.approx(results["runs"][2]["rps"] / results["runs"][0]["rps"])
@@ -397,16 +398,41 @@ def test_the_report_gives_each_rounds_figures_and_none_for_a_single_round():
 
 
 def test_the_large_phase_is_reported_round_by_round_and_older_runs_as_shares_of_nginx():
-    shares = round_ratios({"share_ratio_to_1k": 0.625, "zipf_share_ratio_to_1k": 1.035})
-    assert "in each phase's rounds, minutes apart: uniform 62.5%, Zipf 103.5%)" in shares
-    assert round_ratios({"ratio_to_1k": 0.5}) == ""  # a run made before rounds
-    same_rounds = round_ratios(
-        {"round_ratio_to_1k": 0.8, "zipf_round_ratio_to_1k": 0.95, "same_rounds": True}
-    )
-    assert same_rounds == (
+    shares = {"share_ratio_to_1k": 0.625, "zipf_share_ratio_to_1k": 1.035}
+    by_round = {"round_ratio_to_1k": 0.8, "zipf_round_ratio_to_1k": 0.95}
+    round_wording = (
         " (the median of each round's requests/s against the first stack's in that round: uniform "
         "80.0%, Zipf 95.0%)"
     )
+    # Steps in the first stack's rounds: the round-by-round ratios, shares recorded or not.
+    assert round_ratios({**by_round, "same_rounds": True}) == round_wording
+    assert round_ratios({**shares, **by_round, "same_rounds": True}) == round_wording
+    # Shares only: of rounds shared with the first stack, or of a phase's own rounds (older runs).
+    assert "in the same rounds: uniform 62.5%, Zipf 103.5%)" in round_ratios({**shares, "same_rounds": True})
+    assert "in each phase's rounds, minutes apart: uniform 62.5%, Zipf 103.5%)" in round_ratios(shares)
+    assert round_ratios({"ratio_to_1k": 0.5}) == ""  # a run made before rounds
+    # Whose memory, and what was idle: the large stack's beside the first, or the one stack's (older runs).
+    assert large_stack({"same_rounds": True}) == "The large stack's" and large_stack({}) == "Stack"
+    note = {"busy_share_stack_idle": 0.02, "million": {"same_rounds": True}}
+    assert "2.0% busy with both stacks idle" in machine_note(note)
+    assert "2.0% busy with the stack idle" in machine_note({**note, "million": {"ratio_to_1k": 0.7}})
+    assert machine_note({}) == "The machine's load with the stack idle was not measured in this run."
+
+
+def test_the_mixes_of_two_stacks_are_written_to_files_of_their_own(tmp_path):
+    class Stack:  # what Mixes.over reads of a BenchStack: its compose project's name
+        def __init__(self, project):
+            self.stack = type("Compose", (), {"project": project})()
+
+    first, large = (
+        Mixes.over(Runs(bench=Stack(project), rounds=1), slugs, folder=tmp_path, names=("u", "z"))
+        for project, slugs in (("shortener-bench", ["a", "b"]), ("shortener-bench-large", ["c", "d", "e"]))
+    )
+    assert (first.links, large.links) == (2, 3)
+    files = {first.uniform, first.zipf, large.uniform, large.zipf}
+    assert len(files) == 4 and all(path.parent == tmp_path for path in files)
+    assert set(first.uniform.read_text().split()) == {"a", "b"}
+    assert set(large.zipf.read_text().split()) <= {"c", "d", "e"}
 
 
 def test_two_steps_in_the_same_rounds_compare_round_by_round():
