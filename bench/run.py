@@ -368,8 +368,8 @@ def large_phase(
         "zipf_ratio_to_1k": many_zipf.rps / redirect.rps,
         # The same, round by round: each pair minutes apart at most.
         "same_rounds": True,
-        "round_ratio_to_1k": median_ratio_by_round(many, redirect),
-        "zipf_round_ratio_to_1k": median_ratio_by_round(many_zipf, redirect),
+        "round_ratio_to_1k": median_ratio_by_round(many.rounds_rps, redirect.rounds_rps),
+        "zipf_round_ratio_to_1k": median_ratio_by_round(many_zipf.rounds_rps, redirect.rounds_rps),
         "create_rps": many_create.rps,
         "memory_mib_under_load": under_load,
         "memory_mib_after": memory.stats_mib(bench.containers()),

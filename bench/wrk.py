@@ -41,20 +41,19 @@ def median_round(rounds: list[WrkResult], *, baselines: list[WrkResult]) -> WrkR
     p50, p99 of one run), with every round's requests/s beside it and the
     median of its rounds' shares of `baselines` (the baseline of each round)."""
     middle = sorted(rounds, key=lambda result: result.rps)[len(rounds) // 2]
+    rounds_rps = [result.rps for result in rounds]
     return replace(
         middle,
-        rounds_rps=[result.rps for result in rounds],
-        share_of_baseline=median(
-            result.rps / baseline.rps for result, baseline in zip(rounds, baselines, strict=True)
-        ),
+        rounds_rps=rounds_rps,
+        share_of_baseline=median_ratio_by_round(rounds_rps, [baseline.rps for baseline in baselines]),
     )
 
 
-def median_ratio_by_round(step: WrkResult, other: WrkResult) -> float:
-    """The median of `step`'s requests/s over `other`'s round by round: two
+def median_ratio_by_round(step_rps: list[float], other_rps: list[float]) -> float:
+    """The median of one step's requests/s over another's, round by round: two
     steps measured in the same rounds (Runs.interleaved), each pair minutes
-    apart at most."""
-    return median(mine / theirs for mine, theirs in zip(step.rounds_rps, other.rounds_rps, strict=True))
+    apart at most, such as a step and that round's baseline."""
+    return median(mine / theirs for mine, theirs in zip(step_rps, other_rps, strict=True))
 
 
 def wrk(
