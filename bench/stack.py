@@ -74,6 +74,7 @@ class BenchStack:
             self.stack = Stack(directory=directory, project=project)
         settings |= dict(setting.split("=", 1) for setting in extra_env)
         self.stack.write_env(**settings)
+        self.stack.remove_leftovers()
         # How long a click can wait in a worker and then in the journal (settled_clicks);
         # without a flush interval set, 1 s covers the site's default (0.1 s) with room.
         self.click_delay_seconds = float(settings["SHORTENER_CLICK_ROLLUP_SECONDS"]) + float(

@@ -2,9 +2,11 @@
 (docker-compose.scale.yml), brought up from a copy of the project."""
 
 import json
+import os
 import secrets
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -46,6 +48,7 @@ class Stack:
         directory = copy_project(tmp_path / name)
         stack = cls(directory=directory, project=f"shortener-test-{name}")
         stack.write_env()
+        stack.remove_leftovers()
         return stack
 
     @property
@@ -90,6 +93,21 @@ class Stack:
 
     def down(self, *, volumes: bool = False) -> None:
         self.compose("down", "--remove-orphans", *(["-v"] if volumes else []), check=False)
+
+    def remove_leftovers(self) -> None:
+        """A run killed before its teardown leaves this project's containers, networks
+        and named volumes behind (a certificate from another pebble, another run's
+        links): every stack starts from nothing. Compose finds them by the project's
+        name alone when it is given no file (so the .env the files need is not read)."""
+        with tempfile.TemporaryDirectory() as nowhere:
+            subprocess.run(
+                ["docker", "compose", "-p", self.project, "down", "--volumes", "--remove-orphans"],
+                cwd=nowhere,
+                env={name: value for name, value in os.environ.items() if not name.startswith("COMPOSE_")},
+                capture_output=True,
+                check=True,
+                timeout=self.compose_timeout,
+            )
 
     def container(self, service: str) -> dict:
         """`docker inspect` of the service's container (running or exited)."""

@@ -14,6 +14,8 @@ import threading
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import ClassVar
 
 import httpx
 import pytest
@@ -31,14 +33,15 @@ COMPOSE_FILES = ("docker-compose.prod.yml", "docker-compose.https.yml", "docker-
 ONE_YEAR = 365 * 24 * 3600
 
 
+@dataclass
 class HttpsStack(Stack):
     """The stack with HTTPS and the pebble test override, on its own ports and networks."""
 
-    compose_files = COMPOSE_FILES
-    compose_timeout = 900
+    compose_files: ClassVar[tuple[str, ...]] = COMPOSE_FILES
+    compose_timeout: ClassVar[float] = 900
 
-    https_port: int
-    pebble_port: int
+    https_port: int = field(default_factory=free_port)
+    pebble_port: int = field(default_factory=free_port)
 
     def environment(self) -> dict:
         return {
@@ -84,8 +87,6 @@ def pebble_root(port: int, minica: str) -> str:
 def stack(tmp_path_factory):
     require_engine()
     site = HttpsStack.copy_of_project(tmp_path_factory.mktemp("https"), name="https")
-    site.https_port = free_port()
-    site.pebble_port = free_port()
     site.admin_password = "A-long-test-password-" + site.secret_key[:12]
     site.write_env(
         DJANGO_ALLOWED_HOSTS=DOMAIN,

@@ -9,7 +9,7 @@ from datetime import datetime
 import httpx
 import pytest
 
-from tests.stack import Stack, require_engine
+from tests.stack import ScaleStack, Stack, require_engine
 
 pytestmark = pytest.mark.stack
 
@@ -280,3 +280,43 @@ def test_a_failing_migration_keeps_the_app_from_starting(tmp_path):
         assert app["State"]["StartedAt"].startswith("0001") or app["State"].get("Pid", 0) == 0
     finally:
         broken.down(volumes=True)
+
+
+def project_resources(project: str) -> list[str]:
+    """The containers and volumes the engine holds for a compose project."""
+    label = f"label=com.docker.compose.project={project}"
+    listings = (
+        ["docker", "ps", "-aq", "--filter", label],
+        ["docker", "volume", "ls", "-q", "--filter", label],
+    )
+    return [
+        name
+        for listing in listings
+        for name in subprocess.run(listing, capture_output=True, text=True).stdout.split()
+    ]
+
+
+def test_a_stack_starts_empty_where_an_interrupted_run_left_its_volumes(tmp_path):
+    # A run killed before its teardown leaves the project's containers and named volumes
+    # behind; the next run under the same project name must not inherit them (CI once
+    # met a certificate from another pebble that way).
+    require_engine()
+    interrupted = Stack.copy_of_project(tmp_path / "interrupted", name="leftover")
+    try:
+        interrupted.up()
+        created = httpx.post(f"{interrupted.base_url}/", json={"url": "https://example.com/left-behind"})
+        assert created.status_code == 201, created.text
+        slug = created.json()["short_slug"]
+        # No teardown: the run "dies" here, and the next one starts.
+        fresh = Stack.copy_of_project(tmp_path / "fresh", name="leftover")
+        fresh.up()
+        with httpx.Client(base_url=fresh.base_url, timeout=15) as http:
+            assert http.get("/").status_code == 200
+            assert http.get(f"/{slug}").status_code == 404
+        assert project_resources(fresh.project)
+        # The same for a stack whose compose files cannot be read yet (the scale stack's
+        # need passwords its .env is given only after the copy).
+        ScaleStack.copy_of_project(tmp_path / "scale", name="leftover")
+        assert project_resources(fresh.project) == []
+    finally:
+        interrupted.down(volumes=True)
