@@ -19,12 +19,14 @@ from pathlib import Path
 
 import pytest
 
+from bench.large import LARGE_PROJECT_SUFFIX
 from bench.machine import busy_between, busy_share, cpu_times, processes_paused
 from bench.memory import parse_mem_usage
 from bench.mixes import zipf_indices
 from bench.profile import summarize_profile
 from bench.report import REPORT_NAMES, large_stack, machine_note, round_ratios, rounds_note, table
-from bench.run import LARGE_PROJECT_SUFFIX, Mixes, Runs, odd_count, redirect_rounds
+from bench.run import odd_count
+from bench.runs import Mixes, Runs, redirect_rounds
 from bench.stack import BASELINE_LABEL, PROJECTS
 from bench.wrk import WrkResult, median_ratio_by_round, median_round
 from tests.conftest import PROJECT_DIR
