@@ -75,6 +75,15 @@ class BenchStack:
         settings |= dict(setting.split("=", 1) for setting in extra_env)
         self.stack.write_env(**settings)
         self.stack.remove_leftovers()
+        # nginx's static 308 of a killed run (`docker run`, no compose project).
+        left = subprocess.run(
+            ["docker", "ps", "-aq", "--filter", f"label={BASELINE_LABEL}={project}"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+        if left:
+            subprocess.run(["docker", "rm", "-f", *left], capture_output=True, check=True)
         # How long a click can wait in a worker and then in the journal (settled_clicks);
         # without a flush interval set, 1 s covers the site's default (0.1 s) with room.
         self.click_delay_seconds = float(settings["SHORTENER_CLICK_ROLLUP_SECONDS"]) + float(

@@ -27,6 +27,27 @@ def engine_problem() -> str | None:
     return None
 
 
+def remove_project_leftovers(project: str, *, timeout: float = 600) -> None:
+    """A run killed before its teardown leaves its compose project's containers,
+    networks and named volumes behind (a certificate from another pebble, another
+    run's links): every stack starts from nothing. Compose finds them by the
+    project's name alone when it finds no compose file (none in an empty temporary
+    folder or the folders above it), so the .env the files need is not read."""
+    with tempfile.TemporaryDirectory() as nowhere:
+        result = subprocess.run(
+            ["docker", "compose", "-p", project, "down", "--volumes", "--remove-orphans"],
+            cwd=nowhere,
+            env={name: value for name, value in os.environ.items() if not name.startswith("COMPOSE_")},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    if result.returncode != 0:
+        raise AssertionError(
+            f"removing what earlier runs left of {project} failed:\n{result.stdout}\n{result.stderr}"
+        )
+
+
 def require_engine() -> None:
     problem = engine_problem()
     if problem:
@@ -95,19 +116,7 @@ class Stack:
         self.compose("down", "--remove-orphans", *(["-v"] if volumes else []), check=False)
 
     def remove_leftovers(self) -> None:
-        """A run killed before its teardown leaves this project's containers, networks
-        and named volumes behind (a certificate from another pebble, another run's
-        links): every stack starts from nothing. Compose finds them by the project's
-        name alone when it is given no file (so the .env the files need is not read)."""
-        with tempfile.TemporaryDirectory() as nowhere:
-            subprocess.run(
-                ["docker", "compose", "-p", self.project, "down", "--volumes", "--remove-orphans"],
-                cwd=nowhere,
-                env={name: value for name, value in os.environ.items() if not name.startswith("COMPOSE_")},
-                capture_output=True,
-                check=True,
-                timeout=self.compose_timeout,
-            )
+        remove_project_leftovers(self.project, timeout=self.compose_timeout)
 
     def container(self, service: str) -> dict:
         """`docker inspect` of the service's container (running or exited)."""

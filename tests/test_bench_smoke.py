@@ -27,7 +27,7 @@ from bench.profile import summarize_profile
 from bench.report import REPORT_NAMES, large_stack, machine_note, round_ratios, rounds_note, table
 from bench.run import odd_count
 from bench.runs import Mixes, Runs, redirect_rounds
-from bench.stack import BASELINE_LABEL, PROJECTS
+from bench.stack import BASELINE_LABEL, NGINX_IMAGE, PROJECTS, BenchStack
 from bench.wrk import WrkResult, median_ratio_by_round, median_round
 from tests.conftest import PROJECT_DIR
 from tests.stack import require_engine
@@ -261,6 +261,28 @@ def test_both_stacks_side_by_side_on_each_page(smoke):
         assert "| | single box | scale stack |" in page, name
         for row in rows:
             assert row in page, (name, row)
+
+
+@pytest.mark.stack
+def test_a_bench_stack_removes_the_baseline_nginx_a_killed_run_left(tmp_path):
+    # nginx's static 308 runs by `docker run` beside the compose project: a run killed
+    # before its teardown leaves it, and the smoke run's check above would then fail.
+    require_engine()
+    project = PROJECTS["prod"] + "-leftover"
+    label = f"label={BASELINE_LABEL}={project}"
+    left = subprocess.run(
+        ["docker", "run", "-d", "--label", f"{BASELINE_LABEL}={project}", NGINX_IMAGE],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    try:
+        listing = ["docker", "ps", "-aq", "--filter", label]
+        assert subprocess.run(listing, capture_output=True, text=True, check=True).stdout.split()
+        BenchStack(tmp_path, kind="prod", workers=1, fast_path=True, extra_env=[], project_suffix="-leftover")
+        assert subprocess.run(listing, capture_output=True, text=True, check=True).stdout.split() == []
+    finally:
+        subprocess.run(["docker", "rm", "-f", left], capture_output=True)
 
 
 def test_the_zipf_mix_sends_most_requests_to_a_few_links():

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from tests.conftest import PROJECT_DIR, free_port
-from tests.stack import Stack, require_engine
+from tests.stack import Stack, remove_project_leftovers, require_engine
 
 pytestmark = pytest.mark.stack
 
@@ -248,6 +248,8 @@ def test_deploy_with_a_domain_serves_https_and_later_deploys_keep_it(ssh_server,
         "ACME_NET": "10.77.246",
         "PEBBLE_PORT": str(pebble_port),
     }
+    # The stack deploy.sh brings up is named here, not by copy_of_project.
+    remove_project_leftovers(compose_settings["COMPOSE_PROJECT_NAME"])
     env = {
         **os.environ,
         "HTTP_PORT": str(http_port),

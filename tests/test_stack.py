@@ -283,17 +283,14 @@ def test_a_failing_migration_keeps_the_app_from_starting(tmp_path):
 
 
 def project_resources(project: str) -> list[str]:
-    """The containers and volumes the engine holds for a compose project."""
+    """The containers, networks and volumes the engine holds for a compose project."""
     label = f"label=com.docker.compose.project={project}"
-    listings = (
-        ["docker", "ps", "-aq", "--filter", label],
-        ["docker", "volume", "ls", "-q", "--filter", label],
-    )
-    return [
-        name
-        for listing in listings
-        for name in subprocess.run(listing, capture_output=True, text=True).stdout.split()
-    ]
+    found = []
+    for kind in (["ps", "-a"], ["network", "ls"], ["volume", "ls"]):
+        listing = subprocess.run(["docker", *kind, "-q", "--filter", label], capture_output=True, text=True)
+        assert listing.returncode == 0, listing.stderr
+        found += listing.stdout.split()
+    return found
 
 
 def test_a_stack_starts_empty_where_an_interrupted_run_left_its_volumes(tmp_path):
