@@ -75,15 +75,7 @@ class BenchStack:
         settings |= dict(setting.split("=", 1) for setting in extra_env)
         self.stack.write_env(**settings)
         self.stack.remove_leftovers()
-        # nginx's static 308 of a killed run (`docker run`, no compose project).
-        left = subprocess.run(
-            ["docker", "ps", "-aq", "--filter", f"label={BASELINE_LABEL}={project}"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.split()
-        if left:
-            subprocess.run(["docker", "rm", "-f", *left], capture_output=True, check=True)
+        self.remove_baseline()  # a killed run's
         # How long a click can wait in a worker and then in the journal (settled_clicks);
         # without a flush interval set, 1 s covers the site's default (0.1 s) with room.
         self.click_delay_seconds = float(settings["SHORTENER_CLICK_ROLLUP_SECONDS"]) + float(
@@ -92,7 +84,6 @@ class BenchStack:
         self.compose_files = list(self.stack.compose_files)
         self.base_url = self.stack.base_url
         self.baseline_url = ""
-        self.baseline_container = ""
         self.api_key = ""
 
     def compose(self, *args: str) -> str:
@@ -106,7 +97,7 @@ class BenchStack:
             return
         baseline_port = free_port()
         self.baseline_url = f"http://127.0.0.1:{baseline_port}/"
-        self.baseline_container = subprocess.run(
+        subprocess.run(
             [
                 "docker",
                 "run",
@@ -121,14 +112,25 @@ class BenchStack:
                 NGINX_IMAGE,
             ],
             capture_output=True,
-            text=True,
             check=True,
-        ).stdout.strip()
+        )
         wait_for(self.baseline_url, status=308)
 
+    def remove_baseline(self, *, check: bool = True) -> None:
+        """nginx's static 308 (`docker run`, outside the compose project), found by its
+        label: this run's, or one a killed run left. Without `check` (at teardown) a
+        failure is left for the next run's removal."""
+        left = subprocess.run(
+            ["docker", "ps", "-aq", "--filter", f"label={BASELINE_LABEL}={self.stack.project}"],
+            capture_output=True,
+            text=True,
+            check=check,
+        ).stdout.split()
+        if left:
+            subprocess.run(["docker", "rm", "-f", *left], capture_output=True, check=check)
+
     def down(self) -> None:
-        if self.baseline_container:
-            subprocess.run(["docker", "rm", "-f", self.baseline_container], capture_output=True)
+        self.remove_baseline(check=False)
         self.stack.down(volumes=True)
 
     def containers(self) -> list[str]:
